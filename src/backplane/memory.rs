@@ -1,0 +1,244 @@
+//! The in-memory backplane: one node, no Redis. State lives behind one mutex;
+//! "publishing" hands frames straight to this node's [`Delivery`].
+//!
+//! Frames are delivered while the state lock is held, so a room's messages
+//! reach the delivery in `seq` order even when several connections post at
+//! once. Delivery only does `try_send`, so the lock is held briefly.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{
+    Backplane, BackplaneResult, ClusterEvent, ClusterSnapshot, Delivery, JoinOutcome, JoinRequest,
+    RoomChange, RoomInfo,
+};
+use crate::protocol::{MessageDraft, RoomSummary};
+
+pub struct MemoryBackplane {
+    state: Mutex<State>,
+    delivery: Arc<dyn Delivery>,
+}
+
+#[derive(Default)]
+struct State {
+    /// user key → display name of every logged-in user.
+    names: HashMap<String, String>,
+    rooms: BTreeMap<String, Room>,
+}
+
+#[derive(Default)]
+struct Room {
+    owner: Option<String>,
+    password_hash: Option<String>,
+    closed: bool,
+    seq: u64,
+    bans: HashSet<String>,
+    /// user key → display name.
+    members: BTreeMap<String, String>,
+}
+
+impl Room {
+    fn info(&self, name: &str) -> RoomInfo {
+        RoomInfo {
+            name: name.to_string(),
+            owner: self.owner.clone(),
+            locked: self.password_hash.is_some(),
+            closed: self.closed,
+        }
+    }
+}
+
+impl MemoryBackplane {
+    /// A fresh backplane whose only room is `default_room` (ownerless).
+    pub fn new(default_room: &str, delivery: Arc<dyn Delivery>) -> Arc<Self> {
+        let mut state = State::default();
+        state.rooms.insert(default_room.to_string(), Room::default());
+        Arc::new(Self {
+            state: Mutex::new(state),
+            delivery,
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn leave(state: &mut State, user_key: &str, room: Option<&str>) -> u64 {
+    room.and_then(|name| state.rooms.get_mut(name))
+        .map(|room| {
+            room.members.remove(user_key);
+            room.members.len() as u64
+        })
+        .unwrap_or(0)
+}
+
+#[async_trait]
+impl Backplane for MemoryBackplane {
+    async fn claim_name(&self, user_key: &str, display_name: &str) -> BackplaneResult<bool> {
+        let mut state = self.state();
+        if state.names.contains_key(user_key) {
+            return Ok(false);
+        }
+        state
+            .names
+            .insert(user_key.to_string(), display_name.to_string());
+        Ok(true)
+    }
+
+    async fn release_name(&self, user_key: &str, room: Option<&str>) -> BackplaneResult<u64> {
+        let mut state = self.state();
+        state.names.remove(user_key);
+        Ok(leave(&mut state, user_key, room))
+    }
+
+    async fn join_room(&self, request: JoinRequest<'_>) -> BackplaneResult<JoinOutcome> {
+        let mut state = self.state();
+        let created = !state.rooms.contains_key(request.room);
+        if created {
+            if !request.create {
+                return Ok(JoinOutcome::NoSuchRoom);
+            }
+            state.rooms.insert(
+                request.room.to_string(),
+                Room {
+                    owner: Some(request.user_key.to_string()),
+                    ..Room::default()
+                },
+            );
+        }
+        let room = state.rooms.get(request.room).expect("present or just created");
+        if room.bans.contains(request.user_key) {
+            return Ok(JoinOutcome::Banned);
+        }
+        if room.closed {
+            return Ok(JoinOutcome::Closed);
+        }
+        if let Some(hash) = &room.password_hash {
+            if request.password_hash != Some(hash.as_str()) {
+                return Ok(JoinOutcome::Locked);
+            }
+        }
+        let previous_members = leave(&mut state, request.user_key, request.previous_room);
+        let room = state.rooms.get_mut(request.room).expect("checked above");
+        room.members.insert(
+            request.user_key.to_string(),
+            request.display_name.to_string(),
+        );
+        Ok(JoinOutcome::Joined {
+            created,
+            members: room.members.len() as u64,
+            previous_members,
+        })
+    }
+
+    async fn room(&self, room: &str) -> BackplaneResult<Option<RoomInfo>> {
+        Ok(self.state().rooms.get(room).map(|r| r.info(room)))
+    }
+
+    async fn change_room(&self, name: &str, change: RoomChange) -> BackplaneResult<bool> {
+        let mut state = self.state();
+        if change == RoomChange::Delete {
+            return Ok(state.rooms.remove(name).is_some());
+        }
+        let Some(room) = state.rooms.get_mut(name) else {
+            return Ok(false);
+        };
+        match change {
+            RoomChange::Lock { password_hash } => room.password_hash = Some(password_hash),
+            RoomChange::Unlock => room.password_hash = None,
+            RoomChange::Close => room.closed = true,
+            RoomChange::Open => room.closed = false,
+            RoomChange::Delete => unreachable!("handled above"),
+        }
+        Ok(true)
+    }
+
+    async fn set_ban(&self, room: &str, user_key: &str, banned: bool) -> BackplaneResult<bool> {
+        let mut state = self.state();
+        let Some(room) = state.rooms.get_mut(room) else {
+            return Ok(false);
+        };
+        Ok(if banned {
+            room.bans.insert(user_key.to_string())
+        } else {
+            room.bans.remove(user_key)
+        })
+    }
+
+    async fn is_banned(&self, room: &str, user_key: &str) -> BackplaneResult<bool> {
+        Ok(self
+            .state()
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.bans.contains(user_key)))
+    }
+
+    async fn room_members(&self, room: &str) -> BackplaneResult<Vec<String>> {
+        Ok(self
+            .state()
+            .rooms
+            .get(room)
+            .map(|r| r.members.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn snapshot(&self) -> BackplaneResult<ClusterSnapshot> {
+        let state = self.state();
+        Ok(ClusterSnapshot {
+            rooms: state
+                .rooms
+                .iter()
+                .map(|(name, room)| RoomSummary {
+                    name: name.clone(),
+                    available: room.password_hash.is_none() && !room.closed,
+                    locked: room.password_hash.is_some(),
+                    closed: room.closed,
+                    users: room.members.len() as u64,
+                })
+                .collect(),
+            users: state.names.len() as u64,
+        })
+    }
+
+    async fn publish_message(&self, draft: &MessageDraft) -> BackplaneResult<Option<u64>> {
+        let mut state = self.state();
+        let Some(room) = state.rooms.get_mut(&draft.room).filter(|r| !r.closed) else {
+            return Ok(None);
+        };
+        room.seq += 1;
+        let seq = room.seq;
+        self.delivery.deliver_room(&draft.room, draft.frame(seq));
+        Ok(Some(seq))
+    }
+
+    async fn publish_to_room(&self, room: &str, frame: Bytes) -> BackplaneResult<()> {
+        // Under the lock, so it is ordered with the room's messages.
+        let _state = self.state();
+        self.delivery.deliver_room(room, frame);
+        Ok(())
+    }
+
+    async fn publish_event(&self, event: &ClusterEvent) -> BackplaneResult<()> {
+        self.delivery.deliver_event(event.clone());
+        Ok(())
+    }
+
+    async fn subscribe(&self, _room: &str) -> BackplaneResult<()> {
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, _room: &str) -> BackplaneResult<()> {
+        Ok(())
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    async fn close(&self) {}
+}

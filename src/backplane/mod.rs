@@ -1,0 +1,242 @@
+//! The backplane: shared state (names, rooms, memberships, bans, counts,
+//! `seq`) and the fan-out of frames and events to every node.
+//!
+//! The chat rules talk only to [`Backplane`]; they do not know whether the
+//! cluster is one process ([`memory::MemoryBackplane`]) or many nodes sharing
+//! Redis ([`redis::RedisBackplane`]). What a backplane receives for this node
+//! it hands to a [`Delivery`] (the node's local registry), which routes it to
+//! local sockets without awaiting anything.
+//!
+//! Every method that changes or reads shared state may fail with
+//! [`BackplaneError::Unavailable`]; the chat rules turn that into NOTICE
+//! `unavailable` and change nothing locally.
+
+pub mod memory;
+pub mod redis;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{MessageDraft, RoomStateReason, RoomSummary};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackplaneError {
+    /// The shared store cannot be reached (or did not answer in time).
+    #[error("backplane unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered something we did not expect.
+    #[error("backplane error: {0}")]
+    Internal(String),
+}
+
+pub type BackplaneResult<T> = Result<T, BackplaneError>;
+
+/// A room's shared settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    /// Lower-case room name.
+    pub name: String,
+    /// User key (lower-case name) of the owner; `None` for the default room.
+    pub owner: Option<String>,
+    pub locked: bool,
+    pub closed: bool,
+}
+
+/// Everything CACHE_UPDATE needs, cluster-wide.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterSnapshot {
+    /// Rooms sorted by name.
+    pub rooms: Vec<RoomSummary>,
+    /// Logged-in connections in the whole cluster.
+    pub users: u64,
+}
+
+/// A user entering a room, checked and applied atomically.
+#[derive(Debug, Clone)]
+pub struct JoinRequest<'a> {
+    /// Lower-case user name.
+    pub user_key: &'a str,
+    /// The name as the user typed it (shown in member lists).
+    pub display_name: &'a str,
+    /// Lower-case room name.
+    pub room: &'a str,
+    /// Password hash to check against a locked room (see [`password_hash`]).
+    pub password_hash: Option<&'a str>,
+    /// Create the room, owned by this user, if it does not exist.
+    pub create: bool,
+    /// The room the user is in now, left as part of the same change.
+    pub previous_room: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinOutcome {
+    /// The user is now a member; `created` when the room was created for it.
+    /// `members` counts the room's members now (the user included) and
+    /// `previous_members` those left in `previous_room` (0 without one), so
+    /// the caller can decide on joined/left notices without another round
+    /// trip.
+    Joined {
+        created: bool,
+        members: u64,
+        previous_members: u64,
+    },
+    NoSuchRoom,
+    /// Locked and the password was missing or wrong.
+    Locked,
+    Closed,
+    Banned,
+}
+
+/// A change of a room's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomChange {
+    Lock { password_hash: String },
+    Unlock,
+    Close,
+    Open,
+    Delete,
+}
+
+/// Something every node must act on; published by one node, delivered to
+/// all (including the publisher) through [`Delivery::deliver_event`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClusterEvent {
+    /// ROOM_STATE to every logged-in client of the cluster.
+    RoomState {
+        room: String,
+        reason: RoomStateReason,
+    },
+    /// Every member of `room` is moved to the default room (room closed or
+    /// deleted).
+    RoomEvacuated {
+        room: String,
+        reason: RoomStateReason,
+    },
+    /// One user is removed from `room` (kick or ban) wherever it is connected.
+    Evict {
+        room: String,
+        user_key: String,
+        banned: bool,
+    },
+    /// ROOM_STATE `unbanned` for one user wherever it is connected.
+    Unbanned { room: String, user_key: String },
+    /// The whole cluster shuts down.
+    Shutdown { reason: Option<String> },
+}
+
+/// A user connected to this node, as the backplane needs to re-register it
+/// after the shared store lost its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalUser {
+    pub user_key: String,
+    pub display_name: String,
+    pub room: String,
+}
+
+/// The node side of a backplane: where frames and events for this node go.
+///
+/// Implementations must not block or await: they are called from the
+/// backplane's receive path (for Redis, the push callback of the subscriber
+/// connection), so they only `try_send` into bounded queues.
+pub trait Delivery: Send + Sync + 'static {
+    /// A frame published to `room`: goes verbatim to every local member.
+    fn deliver_room(&self, room: &str, frame: Bytes);
+    /// A cluster event.
+    fn deliver_event(&self, event: ClusterEvent);
+    /// This node's logged-in users, for re-registration.
+    fn local_users(&self) -> Vec<LocalUser>;
+    /// Whether this node still has local members in `room` (a backplane may
+    /// use it to drop subscriptions that outlived their members).
+    fn has_local_members(&self, room: &str) -> bool;
+}
+
+/// Shared state and fan-out. See the module docs.
+#[async_trait]
+pub trait Backplane: Send + Sync + 'static {
+    /// Claims `user_key` for a connection of this node; `false` when the name
+    /// is taken anywhere in the cluster.
+    async fn claim_name(&self, user_key: &str, display_name: &str) -> BackplaneResult<bool>;
+
+    /// Frees the name and removes the user from `room` (if any): the user
+    /// disconnected. Must be idempotent. Returns how many members `room` has
+    /// left (0 without a room).
+    async fn release_name(&self, user_key: &str, room: Option<&str>) -> BackplaneResult<u64>;
+
+    /// Checks ban, closed and lock and moves the user into the room, all in
+    /// one atomic step.
+    async fn join_room(&self, request: JoinRequest<'_>) -> BackplaneResult<JoinOutcome>;
+
+    /// A room's settings; `None` if it does not exist.
+    async fn room(&self, room: &str) -> BackplaneResult<Option<RoomInfo>>;
+
+    /// Applies a change; `false` if the room does not exist. Deleting a room
+    /// also drops its bans and its `seq` counter (a new room of the same name
+    /// starts at 1). Memberships are not touched: the members are moved by the
+    /// [`ClusterEvent::RoomEvacuated`] that the caller publishes.
+    async fn change_room(&self, room: &str, change: RoomChange) -> BackplaneResult<bool>;
+
+    /// Bans or unbans `user_key` from `room`; returns whether anything changed.
+    async fn set_ban(&self, room: &str, user_key: &str, banned: bool) -> BackplaneResult<bool>;
+
+    /// Whether `user_key` is banned from `room`.
+    async fn is_banned(&self, room: &str, user_key: &str) -> BackplaneResult<bool>;
+
+    /// Display names of the members of `room`, sorted case-insensitively.
+    async fn room_members(&self, room: &str) -> BackplaneResult<Vec<String>>;
+
+    /// Rooms with counts and the total of logged-in users.
+    async fn snapshot(&self) -> BackplaneResult<ClusterSnapshot>;
+
+    /// Gives the message the next `seq` of its room and publishes its frame to
+    /// the room, atomically, so every member on every node sees the same `seq`
+    /// in the same order. `None` when the room is missing or closed (nothing
+    /// published).
+    async fn publish_message(&self, draft: &MessageDraft) -> BackplaneResult<Option<u64>>;
+
+    /// Publishes a ready frame (e.g. a joined/left NOTICE) to every member of
+    /// `room` on every node.
+    async fn publish_to_room(&self, room: &str, frame: Bytes) -> BackplaneResult<()>;
+
+    /// Publishes an event to every node, this one included.
+    async fn publish_event(&self, event: &ClusterEvent) -> BackplaneResult<()>;
+
+    /// Starts delivering `room`'s frames to this node. Called by the local
+    /// registry when the node's first member enters the room; returns once
+    /// the subscription is active, so that member misses nothing after it.
+    async fn subscribe(&self, room: &str) -> BackplaneResult<()>;
+
+    /// Stops delivering `room`'s frames to this node (its last member left).
+    async fn unsubscribe(&self, room: &str) -> BackplaneResult<()>;
+
+    /// Whether the node can take new clients as far as the backplane goes
+    /// (`/readyz`).
+    fn is_ready(&self) -> bool;
+
+    /// Stops background work and releases this node's presence (names,
+    /// memberships) at once: a clean drain. Best effort, bounded by the
+    /// caller's deadline.
+    async fn close(&self);
+}
+
+/// The handle the rest of the node holds.
+pub type SharedBackplane = Arc<dyn Backplane>;
+
+/// Hash of a room password as stored by backplanes: SHA-256 over the room
+/// name and the password, so equal passwords of different rooms differ.
+pub fn password_hash(room: &str, password: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(b"swiftchat-room-password\0");
+    hasher.update(room.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(password.as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -1,0 +1,414 @@
+//! Configuration (`../shared/OPERATIONS.md`): built-in defaults < TOML file <
+//! `SWIFTCHAT_<SECTION>__<KEY>` environment variables < command-line flags.
+//!
+//! Every struct denies unknown fields, so a typo stops the node with a message
+//! naming the key instead of being silently ignored.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub public: PublicConfig,
+    pub redis: RedisConfig,
+    pub auth: AuthConfig,
+    pub admin: AdminConfig,
+    pub limits: LimitsConfig,
+    pub websocket: WebSocketConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address for HTTP and WebSocket on one port.
+    pub bind: SocketAddr,
+    /// Name of this node in logs, metrics and Redis keys. Empty: hostname
+    /// and process id, unique per process.
+    #[serde(deserialize_with = "string_or_number")]
+    pub node_id: String,
+    /// Room every user starts in and returns to; it cannot be locked, closed
+    /// or deleted.
+    pub default_room: String,
+    /// Prefix that turns a message into a command.
+    #[serde(deserialize_with = "string_or_number")]
+    pub command_prefix: String,
+    /// How long a draining node waits for its clients to close before it
+    /// exits anyway. Larger is gentler to slow clients; smaller restarts
+    /// faster. Keep the orchestrator's stop grace period above it.
+    pub drain_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "0.0.0.0:8765".parse().expect("valid default address"),
+            node_id: String::new(),
+            default_room: "general".into(),
+            command_prefix: "\\".into(),
+            drain_secs: 10,
+        }
+    }
+}
+
+/// What CACHE_UPDATE advertises: the address clients should connect to (in a
+/// cluster, the load balancer's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublicConfig {
+    #[serde(deserialize_with = "string_or_number")]
+    pub host: String,
+    pub port: u16,
+}
+
+impl Default for PublicConfig {
+    fn default() -> Self {
+        Self {
+            host: "localhost".into(),
+            port: 8765,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Empty: a standalone node with in-memory state.
+    #[serde(deserialize_with = "string_or_number")]
+    pub url: String,
+    /// Every key and channel starts with this, so clusters can share a Redis.
+    #[serde(deserialize_with = "string_or_number")]
+    pub key_prefix: String,
+    /// Connections in the command pool. More allows more commands in flight
+    /// when Redis is slow; each is one socket on Redis.
+    pub pool_size: usize,
+    /// Longest wait for one Redis command (and for a pooled connection).
+    /// Shorter reports an outage sooner; too short fails under load spikes.
+    pub command_timeout_ms: u64,
+    /// How often a node renews its presence. Its users disappear from the
+    /// cluster `node_ttl_secs` after its last renewal (kill -9).
+    pub heartbeat_secs: u64,
+    /// Presence lifetime without renewal; must be well above
+    /// `heartbeat_secs`, and bounds how long a dead node's users stay listed.
+    pub node_ttl_secs: u64,
+    /// How often a node checks that its own subscription still delivers
+    /// (a message sent to itself); /readyz fails when the probe is lost.
+    pub probe_interval_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            key_prefix: "swiftchat".into(),
+            pool_size: 8,
+            command_timeout_ms: 1000,
+            heartbeat_secs: 5,
+            node_ttl_secs: 15,
+            probe_interval_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Pick a free name; a token is only needed for admin rights.
+    #[default]
+    Open,
+    /// A valid JWT is required to log in.
+    Token,
+}
+
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// HS256 secret for login tokens. Empty: every token is refused.
+    #[serde(deserialize_with = "string_or_number")]
+    pub jwt_secret: String,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("mode", &self.mode)
+            .field("jwt_secret", &redacted(&self.jwt_secret))
+            .finish()
+    }
+}
+
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Key for the shutdown payload and `POST /admin/shutdown`. Empty: both
+    /// are refused.
+    #[serde(deserialize_with = "string_or_number")]
+    pub shutdown_key: String,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("shutdown_key", &redacted(&self.shutdown_key))
+            .finish()
+    }
+}
+
+fn redacted(secret: &str) -> &'static str {
+    if secret.is_empty() {
+        "<empty>"
+    } else {
+        "<redacted>"
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Open WebSockets per node; beyond it new upgrades get HTTP 503. 0: no
+    /// limit other than the process's open-file limit.
+    pub max_connections: usize,
+    /// Largest message (all fragments together); larger closes with 1009.
+    pub max_frame_bytes: usize,
+    /// Longest message content in characters.
+    pub max_content_chars: usize,
+    /// Sustained MESSAGE_CREATE rate per connection (token bucket refill).
+    pub messages_per_second: u32,
+    /// Bucket size: how many MESSAGE_CREATE may come at once.
+    pub message_burst: u32,
+    /// Rate-limited payloads within `flood_window_secs` that close with 4008.
+    pub flood_max_limited: u32,
+    /// Window for `flood_max_limited` and `bad_payload_max`.
+    pub flood_window_secs: u64,
+    /// Bad payloads within `flood_window_secs` beyond which the connection is
+    /// closed with 1008.
+    pub bad_payload_max: u32,
+    /// Wrong shutdown keys on one connection before it is closed with 4003.
+    pub shutdown_key_attempts: u32,
+    /// Failed logins on one connection before it is closed with 4003.
+    pub login_attempts: u32,
+    /// Time to log in before the connection is closed with 4001.
+    pub login_timeout_secs: u64,
+    /// How often the server pings each connection.
+    pub ping_interval_secs: u64,
+    /// Silence (no pong, no frame) after which a connection is closed.
+    pub ping_timeout_secs: u64,
+    /// Frames queued per connection before it counts as a slow consumer and
+    /// is closed with 4009. Larger absorbs longer stalls and costs memory
+    /// per connection only while it is used.
+    pub outbound_queue: usize,
+    /// Control events (moves, kicks) queued per connection; overflow is
+    /// treated like a slow consumer.
+    pub control_queue: usize,
+    /// Rooms larger than this send no joined/left notices.
+    pub presence_notice_max_members: u64,
+    /// How long a closing connection's writer may take to flush and send
+    /// its close frame before the socket is dropped.
+    pub close_grace_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 0,
+            max_frame_bytes: 16 * 1024,
+            max_content_chars: 2000,
+            messages_per_second: 5,
+            message_burst: 10,
+            flood_max_limited: 100,
+            flood_window_secs: 60,
+            bad_payload_max: 10,
+            shutdown_key_attempts: 3,
+            login_attempts: 5,
+            login_timeout_secs: 10,
+            ping_interval_secs: 20,
+            ping_timeout_secs: 45,
+            outbound_queue: 256,
+            control_queue: 16,
+            presence_notice_max_members: 200,
+            close_grace_ms: 1000,
+        }
+    }
+}
+
+/// tungstenite buffers per connection. The library defaults (128 KiB each)
+/// cost about 145 KiB per idle socket; chat frames are small.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Read buffer, allocated and touched per socket. Small saves memory;
+    /// large saves read calls for big frames.
+    pub read_buffer_bytes: usize,
+    /// Bytes collected before a socket write. The writer flushes after each
+    /// batch anyway, so this only bounds one batch's coalescing.
+    pub write_buffer_bytes: usize,
+    /// Most bytes a socket may hold unwritten before writes fail; must be
+    /// larger than `write_buffer_bytes`.
+    pub max_write_buffer_bytes: usize,
+    /// Frames the writer takes from the queue before one flush.
+    pub write_batch: usize,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            read_buffer_bytes: 4096,
+            write_buffer_bytes: 16 * 1024,
+            max_write_buffer_bytes: 256 * 1024,
+            write_batch: 64,
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults < TOML < environment. `file` given explicitly must
+    /// exist; otherwise `swiftchat.toml` in the working directory is read if
+    /// present.
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        figment = match file {
+            Some(path) => figment.merge(Toml::file_exact(path)),
+            None => {
+                let local = Path::new("swiftchat.toml");
+                if local.is_file() {
+                    figment.merge(Toml::file_exact(local))
+                } else {
+                    figment
+                }
+            }
+        };
+        figment.merge(
+            Env::prefixed("SWIFTCHAT_")
+                .split("__")
+                .ignore(&["config", "log_format"]),
+        )
+    }
+
+    /// Extracts and validates.
+    pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(ConfigError::Figment)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot: each error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+        if crate::protocol::normalize_room_name(&self.server.default_room).as_deref()
+            != Some(self.server.default_room.as_str())
+        {
+            return bad(
+                "server.default_room",
+                "must be 1-32 characters of a-z 0-9 _ -",
+            );
+        }
+        if self.server.command_prefix.is_empty() {
+            return bad("server.command_prefix", "must not be empty");
+        }
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.max_frame_bytes", l.max_frame_bytes as u64),
+            ("limits.max_content_chars", l.max_content_chars as u64),
+            ("limits.messages_per_second", l.messages_per_second as u64),
+            ("limits.message_burst", l.message_burst as u64),
+            ("limits.login_timeout_secs", l.login_timeout_secs),
+            ("limits.ping_interval_secs", l.ping_interval_secs),
+            ("limits.ping_timeout_secs", l.ping_timeout_secs),
+            ("limits.outbound_queue", l.outbound_queue as u64),
+            ("limits.control_queue", l.control_queue as u64),
+            ("limits.flood_window_secs", l.flood_window_secs),
+            ("websocket.read_buffer_bytes", self.websocket.read_buffer_bytes as u64),
+            ("websocket.write_batch", self.websocket.write_batch as u64),
+            ("redis.pool_size", self.redis.pool_size as u64),
+            ("redis.command_timeout_ms", self.redis.command_timeout_ms),
+            ("redis.heartbeat_secs", self.redis.heartbeat_secs),
+            ("redis.probe_interval_ms", self.redis.probe_interval_ms),
+        ] {
+            if value == 0 {
+                return bad(key, "must be greater than 0");
+            }
+        }
+        if self.websocket.max_write_buffer_bytes <= self.websocket.write_buffer_bytes {
+            return bad(
+                "websocket.max_write_buffer_bytes",
+                "must be greater than websocket.write_buffer_bytes",
+            );
+        }
+        if self.redis.node_ttl_secs <= self.redis.heartbeat_secs {
+            return bad(
+                "redis.node_ttl_secs",
+                "must be greater than redis.heartbeat_secs",
+            );
+        }
+        if self.auth.mode == AuthMode::Token && self.auth.jwt_secret.is_empty() {
+            return bad("auth.jwt_secret", "must be set when auth.mode = \"token\"");
+        }
+        Ok(())
+    }
+
+    pub fn login_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.login_timeout_secs)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration error: {0}")]
+    Figment(figment::Error),
+    #[error("configuration error: {0}")]
+    Invalid(String),
+}
+
+/// Accepts a number where a string is expected: environment values are
+/// parsed like TOML, so `SWIFTCHAT_ADMIN__SHUTDOWN_KEY=12345` arrives as an
+/// integer.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        S(String),
+        I(i64),
+        U(u64),
+        F(f64),
+        B(bool),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::S(s) => s,
+        Raw::I(i) => i.to_string(),
+        Raw::U(u) => u.to_string(),
+        Raw::F(f) => f.to_string(),
+        Raw::B(b) => b.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_operations_md() {
+        let c = Config::default();
+        assert_eq!(c.server.bind.to_string(), "0.0.0.0:8765");
+        assert_eq!(c.server.command_prefix, "\\");
+        assert_eq!(c.limits.max_frame_bytes, 16384);
+        assert_eq!(c.limits.outbound_queue, 256);
+        assert_eq!(c.redis.key_prefix, "swiftchat");
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn secrets_are_not_in_debug_output() {
+        let mut c = Config::default();
+        c.auth.jwt_secret = "hunter2".into();
+        c.admin.shutdown_key = "sesame".into();
+        let text = format!("{c:?}");
+        assert!(!text.contains("hunter2") && !text.contains("sesame"));
+    }
+}

@@ -1,0 +1,5 @@
+//! The network edge: HTTP routes and the WebSocket upgrade ([`http`]), and
+//! the task that serves one WebSocket ([`connection`]).
+
+pub mod connection;
+pub mod http;

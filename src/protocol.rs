@@ -1,0 +1,482 @@
+//! The wire protocol (`../shared/PROTOCOL.md`, version 1): opcodes, the
+//! payloads a client may send, the frames a server sends, notice and close
+//! codes, and name rules.
+//!
+//! Everything here is pure: parsing a client frame and serializing a server
+//! frame. Server frames are serialized once into [`Frame`] (shared bytes), so a
+//! message for a thousand members costs one serialization and a thousand
+//! reference-count bumps.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// A serialized server → client payload, shared by every recipient.
+pub type Frame = Utf8Bytes;
+
+/// Opcodes.
+pub mod op {
+    pub const MESSAGE: i64 = 0;
+    pub const MESSAGE_CREATE: i64 = 1;
+    pub const ROOM_STATE: i64 = 2;
+    pub const SHUTDOWN: i64 = 3;
+    pub const CACHE_UPDATE: i64 = 4;
+    pub const IDENTIFY: i64 = 5;
+    pub const CACHE_REQUEST: i64 = 6;
+    pub const NOTICE: i64 = 7;
+}
+
+/// WebSocket close codes the server uses.
+pub mod close {
+    /// Server or node shutting down, after SHUTDOWN.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Too many bad payloads.
+    pub const POLICY: u16 = 1008;
+    /// Frame (message) too large.
+    pub const TOO_BIG: u16 = 1009;
+    /// No login within the login timeout.
+    pub const LOGIN_TIMEOUT: u16 = 4001;
+    /// Authentication failed too often.
+    pub const AUTH_FAILED: u16 = 4003;
+    /// Flooding.
+    pub const FLOODING: u16 = 4008;
+    /// Slow consumer: the outgoing queue overflowed.
+    pub const SLOW_CONSUMER: u16 = 4009;
+    /// The peer stopped answering pings. The protocol names no code for it;
+    /// the peer is presumed gone, so a normal closure is as good as any.
+    pub const PING_TIMEOUT: u16 = 1000;
+}
+
+/// A payload a client may send, parsed and shape-checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientPayload {
+    MessageCreate(MessageCreate),
+    Shutdown(ShutdownRequest),
+    Identify(Identify),
+    CacheRequest,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct MessageCreate {
+    pub content: String,
+    #[serde(default)]
+    pub room: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ShutdownRequest {
+    pub key: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Identify {
+    pub name: String,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub room: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// Why a client frame was refused before any chat rule saw it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParseError {
+    /// Not JSON, not an object, `op` missing or not an integer, or `d` of the
+    /// wrong shape: NOTICE `bad_payload`.
+    #[error("{0}")]
+    BadPayload(String),
+    /// An op the server does not know or one sent in the wrong direction:
+    /// NOTICE `unknown_op`.
+    #[error("unknown op {0}")]
+    UnknownOp(i64),
+}
+
+/// Parses one text frame from a client.
+pub fn parse_client_frame(text: &str) -> Result<ClientPayload, ParseError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|_| ParseError::BadPayload("The payload is not valid JSON.".into()))?;
+    let Value::Object(mut object) = value else {
+        return Err(ParseError::BadPayload(
+            "The payload must be a JSON object.".into(),
+        ));
+    };
+    let op = match object.get("op") {
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
+            ParseError::BadPayload("The field op must be an integer.".into())
+        })?,
+        Some(_) => {
+            return Err(ParseError::BadPayload(
+                "The field op must be an integer.".into(),
+            ))
+        }
+        None => return Err(ParseError::BadPayload("The field op is missing.".into())),
+    };
+    let d = object.remove("d").unwrap_or(Value::Null);
+    match op {
+        op::MESSAGE_CREATE => d_object(d).map(ClientPayload::MessageCreate),
+        op::SHUTDOWN => d_object(d).map(ClientPayload::Shutdown),
+        op::IDENTIFY => d_object(d).map(ClientPayload::Identify),
+        // `d` carries nothing for a cache request; any value is accepted.
+        op::CACHE_REQUEST => Ok(ClientPayload::CacheRequest),
+        other => Err(ParseError::UnknownOp(other)),
+    }
+}
+
+fn d_object<T: for<'de> Deserialize<'de>>(d: Value) -> Result<T, ParseError> {
+    if !d.is_object() {
+        return Err(ParseError::BadPayload("The field d must be an object.".into()));
+    }
+    serde_json::from_value(d).map_err(|e| ParseError::BadPayload(format!("Bad field in d: {e}.")))
+}
+
+/// NOTICE codes. `error` is derived from the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeCode {
+    Joined,
+    Left,
+    Info,
+    BadPayload,
+    UnknownOp,
+    NotLoggedIn,
+    AlreadyLoggedIn,
+    InvalidName,
+    NameTaken,
+    Unauthorized,
+    Forbidden,
+    UnknownCommand,
+    BadArguments,
+    NoSuchRoom,
+    RoomLocked,
+    RoomClosed,
+    Banned,
+    NotInRoom,
+    EmptyContent,
+    ContentTooLong,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
+impl NoticeCode {
+    /// The code on the wire (also a bounded metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeCode::Joined => "joined",
+            NoticeCode::Left => "left",
+            NoticeCode::Info => "info",
+            NoticeCode::BadPayload => "bad_payload",
+            NoticeCode::UnknownOp => "unknown_op",
+            NoticeCode::NotLoggedIn => "not_logged_in",
+            NoticeCode::AlreadyLoggedIn => "already_logged_in",
+            NoticeCode::InvalidName => "invalid_name",
+            NoticeCode::NameTaken => "name_taken",
+            NoticeCode::Unauthorized => "unauthorized",
+            NoticeCode::Forbidden => "forbidden",
+            NoticeCode::UnknownCommand => "unknown_command",
+            NoticeCode::BadArguments => "bad_arguments",
+            NoticeCode::NoSuchRoom => "no_such_room",
+            NoticeCode::RoomLocked => "room_locked",
+            NoticeCode::RoomClosed => "room_closed",
+            NoticeCode::Banned => "banned",
+            NoticeCode::NotInRoom => "not_in_room",
+            NoticeCode::EmptyContent => "empty_content",
+            NoticeCode::ContentTooLong => "content_too_long",
+            NoticeCode::RateLimited => "rate_limited",
+            NoticeCode::Unavailable => "unavailable",
+            NoticeCode::Internal => "internal",
+        }
+    }
+
+    pub fn is_error(self) -> bool {
+        !matches!(self, NoticeCode::Joined | NoticeCode::Left | NoticeCode::Info)
+    }
+}
+
+impl Serialize for NoticeCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// `reason` of a ROOM_STATE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomStateReason {
+    Created,
+    Opened,
+    Unlocked,
+    Unbanned,
+    Deleted,
+    Closed,
+    Locked,
+    Banned,
+}
+
+impl RoomStateReason {
+    pub fn available(self) -> bool {
+        matches!(
+            self,
+            RoomStateReason::Created
+                | RoomStateReason::Opened
+                | RoomStateReason::Unlocked
+                | RoomStateReason::Unbanned
+        )
+    }
+}
+
+/// One room as CACHE_UPDATE lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSummary {
+    pub name: String,
+    pub available: bool,
+    pub locked: bool,
+    pub closed: bool,
+    pub users: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Me<'a> {
+    pub name: &'a str,
+    pub room: &'a str,
+}
+
+#[derive(Serialize)]
+struct Envelope<T: Serialize> {
+    op: i64,
+    d: T,
+}
+
+fn frame<T: Serialize>(op: i64, d: T) -> Frame {
+    let json = serde_json::to_string(&Envelope { op, d })
+        .expect("server payloads are plain data and always serialize");
+    Frame::from(json)
+}
+
+/// NOTICE (op 7).
+pub fn notice(code: NoticeCode, message: &str, room: Option<&str>, user: Option<&str>) -> Frame {
+    #[derive(Serialize)]
+    struct D<'a> {
+        code: NoticeCode,
+        error: bool,
+        message: &'a str,
+        room: Option<&'a str>,
+        user: Option<&'a str>,
+    }
+    frame(
+        op::NOTICE,
+        D {
+            code,
+            error: code.is_error(),
+            message,
+            room,
+            user,
+        },
+    )
+}
+
+/// ROOM_STATE (op 2).
+pub fn room_state(room: &str, reason: RoomStateReason) -> Frame {
+    #[derive(Serialize)]
+    struct D<'a> {
+        available: bool,
+        room: &'a str,
+        reason: RoomStateReason,
+    }
+    frame(
+        op::ROOM_STATE,
+        D {
+            available: reason.available(),
+            room,
+            reason,
+        },
+    )
+}
+
+/// SHUTDOWN (op 3), server → client.
+pub fn shutdown(reason: Option<&str>, reconnect: bool) -> Frame {
+    #[derive(Serialize)]
+    struct D<'a> {
+        reason: Option<&'a str>,
+        reconnect: bool,
+    }
+    frame(op::SHUTDOWN, D { reason, reconnect })
+}
+
+/// CACHE_UPDATE (op 4).
+pub fn cache_update(
+    rooms: &[RoomSummary],
+    command_prefix: &str,
+    host: &str,
+    port: u16,
+    users: u64,
+    me: Me<'_>,
+) -> Frame {
+    #[derive(Serialize)]
+    struct D<'a> {
+        rooms: &'a [RoomSummary],
+        command_prefix: &'a str,
+        host: &'a str,
+        port: u16,
+        users: u64,
+        me: Me<'a>,
+    }
+    frame(
+        op::CACHE_UPDATE,
+        D {
+            rooms,
+            command_prefix,
+            host,
+            port,
+            users,
+            me,
+        },
+    )
+}
+
+/// A chat message before the cluster gives it its `seq`.
+///
+/// The MESSAGE frame is built as `prefix + seq + suffix` so that whoever
+/// assigns `seq` (the in-memory counter, or a Redis script atomically with
+/// PUBLISH) can finish the frame without parsing or re-serializing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageDraft {
+    pub author: String,
+    pub content: String,
+    pub room: String,
+    pub id: String,
+    pub ts: u64,
+}
+
+impl MessageDraft {
+    /// The two halves of the MESSAGE frame around its `seq`.
+    pub fn frame_parts(&self) -> (String, String) {
+        #[derive(Serialize)]
+        struct D<'a> {
+            author: &'a str,
+            content: &'a str,
+            room: &'a str,
+            id: &'a str,
+            ts: u64,
+        }
+        let d = serde_json::to_string(&D {
+            author: &self.author,
+            content: &self.content,
+            room: &self.room,
+            id: &self.id,
+            ts: self.ts,
+        })
+        .expect("plain data serializes");
+        // `d` ends with '}': reopen it to append `seq` as the last field.
+        let open = &d[..d.len() - 1];
+        (format!("{{\"op\":0,\"d\":{open},\"seq\":"), "}}".to_string())
+    }
+
+    /// The complete MESSAGE frame for a given `seq`.
+    pub fn frame(&self, seq: u64) -> Bytes {
+        let (prefix, suffix) = self.frame_parts();
+        Bytes::from(format!("{prefix}{seq}{suffix}"))
+    }
+}
+
+/// Case-insensitive key of a user name; names are compared by it cluster-wide.
+pub fn user_key(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+/// A user name: 1–32 characters of `A-Z a-z 0-9 _ - .`.
+pub fn valid_user_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// A room name, normalised to lower case: 1–32 characters of `a-z 0-9 _ -`
+/// (case-insensitive). `None` when invalid.
+pub fn normalize_room_name(name: &str) -> Option<String> {
+    let ok = (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    ok.then(|| name.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_client_op() {
+        assert_eq!(
+            parse_client_frame(r#"{"op":1,"d":{"content":"hi","extra":1}}"#),
+            Ok(ClientPayload::MessageCreate(MessageCreate {
+                content: "hi".into(),
+                room: None
+            }))
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"op":6,"d":null}"#),
+            Ok(ClientPayload::CacheRequest)
+        );
+        assert!(matches!(
+            parse_client_frame(r#"{"op":5,"d":{"name":"a"}}"#),
+            Ok(ClientPayload::Identify(_))
+        ));
+        assert!(matches!(
+            parse_client_frame(r#"{"op":3,"d":{"key":"k"}}"#),
+            Ok(ClientPayload::Shutdown(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_bad_shapes() {
+        for bad in [
+            "not json",
+            "[1,2]",
+            "{}",
+            r#"{"op":"1"}"#,
+            r#"{"op":1.5}"#,
+            r#"{"op":1,"d":null}"#,
+            r#"{"op":1,"d":{"content":5}}"#,
+            r#"{"op":1,"d":{}}"#,
+            r#"{"op":5,"d":"x"}"#,
+        ] {
+            assert!(
+                matches!(parse_client_frame(bad), Err(ParseError::BadPayload(_))),
+                "{bad}"
+            );
+        }
+        for (text, op) in [(r#"{"op":0,"d":{}}"#, 0), (r#"{"op":99}"#, 99), (r#"{"op":7}"#, 7)] {
+            assert_eq!(parse_client_frame(text), Err(ParseError::UnknownOp(op)));
+        }
+    }
+
+    #[test]
+    fn message_frame_is_valid_json_with_seq_last() {
+        let draft = MessageDraft {
+            author: "Jim".into(),
+            content: "a \"quoted\" }".into(),
+            room: "general".into(),
+            id: "01J".into(),
+            ts: 5,
+        };
+        let v: Value = serde_json::from_slice(&draft.frame(42)).unwrap();
+        assert_eq!(v["op"], 0);
+        assert_eq!(v["d"]["seq"], 42);
+        assert_eq!(v["d"]["content"], "a \"quoted\" }");
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_user_name("Jim.my-1_"));
+        assert!(!valid_user_name(""));
+        assert!(!valid_user_name("a b"));
+        assert!(!valid_user_name(&"a".repeat(33)));
+        assert_eq!(normalize_room_name("GenERal"), Some("general".into()));
+        assert_eq!(normalize_room_name("a.b"), None);
+    }
+}

@@ -1,0 +1,55 @@
+//! Node shutdown: one [`CancellationToken`] that every connection task
+//! watches, and the SHUTDOWN notice its writers send before closing.
+
+use std::sync::OnceLock;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::{self, Frame};
+
+/// Why the node is stopping; set once, by whoever triggers first.
+#[derive(Debug, Clone)]
+pub struct ShutdownNotice {
+    pub reason: Option<String>,
+    /// `true` when only this node goes away (drain), `false` for the whole
+    /// cluster.
+    pub reconnect: bool,
+    /// The SHUTDOWN frame, serialized once for every client.
+    pub frame: Frame,
+}
+
+#[derive(Debug, Default)]
+pub struct Shutdown {
+    token: CancellationToken,
+    notice: OnceLock<ShutdownNotice>,
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts the shutdown. The first call decides the notice; later calls
+    /// change nothing.
+    pub fn trigger(&self, reason: Option<String>, reconnect: bool) {
+        let frame = protocol::shutdown(reason.as_deref(), reconnect);
+        let _ = self.notice.set(ShutdownNotice {
+            reason,
+            reconnect,
+            frame,
+        });
+        self.token.cancel();
+    }
+
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    pub fn notice(&self) -> Option<&ShutdownNotice> {
+        self.notice.get()
+    }
+}
