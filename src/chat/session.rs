@@ -60,6 +60,9 @@ pub struct Session {
     wrong_keys: u32,
     bad_payloads: WindowCounter,
     bucket: TokenBucket,
+    /// CACHE_REQUEST costs a cluster-wide read, so it has a bucket of its
+    /// own (same rate and burst) rather than sharing the message bucket.
+    cache_bucket: TokenBucket,
     rate_limited: WindowCounter,
 }
 
@@ -70,6 +73,7 @@ impl Session {
         Self {
             bad_payloads: WindowCounter::new(window, limits.bad_payload_max),
             bucket: TokenBucket::new(limits.messages_per_second, limits.message_burst),
+            cache_bucket: TokenBucket::new(limits.messages_per_second, limits.message_burst),
             rate_limited: WindowCounter::new(window, limits.flood_max_limited),
             chat,
             conn,
@@ -108,9 +112,12 @@ impl Session {
             Ok(ClientPayload::CacheRequest) => {
                 if self.user.is_none() {
                     self.notice(NoticeCode::NotLoggedIn, "Log in first.");
-                } else {
-                    self.send_cache_update().await;
+                    return Flow::Continue;
                 }
+                if !self.cache_bucket.try_take(Instant::now()) {
+                    return self.rate_limited();
+                }
+                self.send_cache_update().await;
                 Flow::Continue
             }
             Ok(ClientPayload::Shutdown(request)) => self.on_shutdown_request(request).await,
@@ -189,14 +196,8 @@ impl Session {
     }
 
     async fn on_message_create(&mut self, create: MessageCreate) -> Flow {
-        let now = Instant::now();
-        if !self.bucket.try_take(now) {
-            self.notice(NoticeCode::RateLimited, "Slow down: that was dropped.");
-            return if self.rate_limited.record(now) {
-                Flow::Close(close::FLOODING, "flooding")
-            } else {
-                Flow::Continue
-            };
+        if !self.bucket.try_take(Instant::now()) {
+            return self.rate_limited();
         }
         metrics::counter!(m::MESSAGES_IN).increment(1);
         let Some(user) = &self.user else {
@@ -237,6 +238,16 @@ impl Session {
                 self.command(&line).await
             }
             None => self.post(content).await,
+        }
+    }
+
+    /// Drops a payload over the rate; sustained flooding closes with 4008.
+    fn rate_limited(&mut self) -> Flow {
+        self.notice(NoticeCode::RateLimited, "Slow down: that was dropped.");
+        if self.rate_limited.record(Instant::now()) {
+            Flow::Close(close::FLOODING, "flooding")
+        } else {
+            Flow::Continue
         }
     }
 
