@@ -1,0 +1,745 @@
+//! The Redis backplane (issue 3): any number of stateless nodes sharing one
+//! Redis behave as one server.
+//!
+//! - **Commands** go through a deadpool-redis pool of multiplexed
+//!   connections. Every check-and-change that must be atomic across nodes is
+//!   one Lua script (`scripts.rs`); key layout in `keys.rs`.
+//! - **Fan-out**: one subscriber connection per node (`subscriber.rs`),
+//!   subscribed to a room's channel exactly while the node has local members
+//!   there (the local registry calls [`Backplane::subscribe`] and
+//!   [`Backplane::unsubscribe`]), plus the events channel and the node's own
+//!   probe channel. Frames are published once, as the bytes clients receive,
+//!   and relayed without parsing.
+//! - **Presence** (`presence.rs`): a heartbeat keeps this node's names and
+//!   memberships alive; any node reaps those of nodes whose heartbeat
+//!   expired (kill -9); after Redis lost its data (or presumed this node
+//!   dead) the node writes its connected users back.
+//! - **Outages**: every call is bounded by `redis.command_timeout_ms` and
+//!   fails with [`BackplaneError::Unavailable`]; readiness (`health.rs`)
+//!   drops within a few seconds; the subscriber reconnects forever and
+//!   resubscribes; presence is re-checked as soon as it is back.
+//!
+//! A node whose Redis is down at start still starts (not ready) and keeps
+//! trying in the background: an orchestrator restarting nodes in a loop
+//! because Redis is briefly away helps nobody.
+
+mod health;
+mod keys;
+mod presence;
+mod scripts;
+mod subscriber;
+mod telemetry;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ::redis::aio::ConnectionLike;
+use ::redis::{
+    AsyncConnectionConfig, Client, ConnectionInfo, FromRedisValue, IntoConnectionInfo,
+    ProtocolVersion, RedisError, ScriptInvocation, Value,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use deadpool_redis::{Manager, Pool, PoolError, Runtime};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Backplane, BackplaneError, BackplaneResult, ClusterEvent, ClusterSnapshot, Delivery,
+    JoinOutcome, JoinRequest, RoomChange, RoomInfo,
+};
+use crate::config::Config;
+use crate::protocol::{MessageDraft, RoomSummary};
+use health::Health;
+use keys::Keys;
+use scripts::SCRIPTS;
+use subscriber::Subscriber;
+
+/// How long [`connect`] waits for the node to become ready before it
+/// returns anyway (Redis down at start), in command timeouts.
+const STARTUP_WAIT_TIMEOUTS: u32 = 3;
+/// How often the supervisor pings the subscriber connection.
+const SUPERVISOR_TICK: Duration = Duration::from_secs(1);
+/// Stray rooms kept for another UNSUBSCRIBE attempt; beyond that they wait
+/// for their next subscription confirmation (after a reconnect).
+const MAX_PENDING_STRAYS: usize = 1024;
+
+/// Timing and naming settings taken from the configuration.
+#[derive(Debug, Clone)]
+struct Settings {
+    command_timeout: Duration,
+    heartbeat: Duration,
+    node_ttl: Duration,
+    probe_interval: Duration,
+    default_room: String,
+}
+
+/// One node's connection to the cluster through Redis.
+pub struct RedisBackplane {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: String,
+    /// Random per process: marks this process's registration in Redis.
+    token: String,
+    keys: Keys,
+    settings: Settings,
+    pool: Pool,
+    subscriber: Subscriber,
+    health: Arc<Health>,
+    delivery: Arc<dyn Delivery>,
+    /// Epoch of the Redis dataset this node last registered in.
+    epoch: Mutex<Option<String>>,
+    /// Wakes the heartbeat (presence check) and the probe right after the
+    /// subscriber (re)subscribed: recovery should not wait for a tick.
+    recovered_presence: Notify,
+    recovered_probe: Notify,
+    cancel: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Connects a node to Redis and starts its background tasks.
+///
+/// Returns once the node is ready, or after a few command timeouts if Redis
+/// cannot be reached (the node then starts not ready and keeps trying).
+/// Fails only on a configuration error (a URL that does not parse).
+pub async fn connect(
+    config: &Config,
+    node_id: &str,
+    delivery: Arc<dyn Delivery>,
+) -> Result<Arc<dyn Backplane>, BackplaneError> {
+    telemetry::describe();
+    let settings = Settings {
+        command_timeout: Duration::from_millis(config.redis.command_timeout_ms),
+        heartbeat: Duration::from_secs(config.redis.heartbeat_secs),
+        node_ttl: Duration::from_secs(config.redis.node_ttl_secs),
+        probe_interval: Duration::from_millis(config.redis.probe_interval_ms),
+        default_room: config.server.default_room.clone(),
+    };
+    let info = connection_info(&config.redis.url)?;
+    let pool = command_pool(&info, config.redis.pool_size, settings.command_timeout)?;
+    let keys = Keys::new(&config.redis.key_prefix);
+    let health = Arc::new(Health::new(settings.probe_interval));
+    let (subscriber, stray) = Subscriber::new(
+        Client::open(with_protocol(&info, ProtocolVersion::RESP3))
+            .map_err(|e| BackplaneError::Internal(format!("redis.url: {}", e.category())))?,
+        keys.clone(),
+        node_id,
+        Arc::clone(&delivery),
+        Arc::clone(&health),
+        settings.command_timeout,
+    )?;
+    let inner = Arc::new(Inner {
+        node_id: node_id.to_string(),
+        token: random_token(),
+        keys,
+        settings,
+        pool,
+        subscriber,
+        health,
+        delivery,
+        epoch: Mutex::new(None),
+        recovered_presence: Notify::new(),
+        recovered_probe: Notify::new(),
+        cancel: CancellationToken::new(),
+        tasks: Mutex::new(Vec::new()),
+    });
+    // Events and probe channels.
+    metrics::gauge!(telemetry::SUBSCRIPTIONS).increment(2.0);
+    inner.spawn_tasks(stray);
+    let started = Instant::now();
+    let wait = inner.settings.command_timeout * STARTUP_WAIT_TIMEOUTS;
+    while !inner.health.is_ready() && started.elapsed() < wait {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if inner.health.is_ready() {
+        tracing::info!(node = %inner.node_id, elapsed_ms = started.elapsed().as_millis() as u64, "connected to redis");
+    } else {
+        tracing::warn!(node = %inner.node_id, "redis not reachable yet; starting not ready and retrying in the background");
+    }
+    Ok(Arc::new(RedisBackplane { inner }))
+}
+
+/// Publishes a cluster-wide shutdown straight to Redis (the `swiftchat
+/// shutdown` subcommand without `--url`): every node receives it on its
+/// events channel and shuts down.
+pub async fn publish_shutdown(config: &Config, reason: Option<String>) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !config.redis.url.is_empty(),
+        "redis.url is not set: give --url and --key to shut down through a node's HTTP endpoint"
+    );
+    let timeout = Duration::from_millis(config.redis.command_timeout_ms);
+    let info = connection_info(&config.redis.url)?;
+    let client = Client::open(with_protocol(&info, ProtocolVersion::RESP2))?;
+    let keys = Keys::new(&config.redis.key_prefix);
+    let payload = serde_json::to_string(&ClusterEvent::Shutdown { reason })?;
+    let receivers: i64 = tokio::time::timeout(timeout * 2, async {
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&connection_config(timeout))
+            .await?;
+        ::redis::cmd("PUBLISH")
+            .arg(keys.events_channel())
+            .arg(payload)
+            .query_async::<i64>(&mut conn)
+            .await
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("redis did not answer within {} ms", timeout.as_millis() * 2))??;
+    if receivers == 0 {
+        tracing::warn!(
+            prefix = %config.redis.key_prefix,
+            "shutdown published, but no node is subscribed under this key prefix"
+        );
+    } else {
+        tracing::info!(receivers, "shutdown published");
+    }
+    Ok(())
+}
+
+fn connection_info(url: &str) -> Result<ConnectionInfo, BackplaneError> {
+    // The error would quote the URL, which may carry a password.
+    url.into_connection_info()
+        .map_err(|e| BackplaneError::Internal(format!("redis.url is invalid ({})", e.category())))
+}
+
+fn with_protocol(info: &ConnectionInfo, protocol: ProtocolVersion) -> ConnectionInfo {
+    let redis = info.redis_settings().clone().set_protocol(protocol);
+    info.clone().set_redis_settings(redis)
+}
+
+fn connection_config(timeout: Duration) -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+}
+
+/// The command pool: RESP2 (replies parse the same whatever the URL asks
+/// for), and every wait bounded, or `get()` would wait forever while Redis is
+/// down.
+fn command_pool(
+    info: &ConnectionInfo,
+    size: usize,
+    timeout: Duration,
+) -> Result<Pool, BackplaneError> {
+    let manager = Manager::new_with_config(
+        with_protocol(info, ProtocolVersion::RESP2),
+        connection_config(timeout),
+    )
+    .map_err(|e| BackplaneError::Internal(format!("redis.url: {}", e.category())))?;
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| BackplaneError::Internal(format!("redis pool: {e}")))
+}
+
+fn random_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Sorts a Redis error into "cannot reach Redis now" (the chat layer says
+/// `unavailable`) and "Redis answered something unexpected".
+pub(crate) fn classify(e: &RedisError) -> BackplaneError {
+    use ::redis::{ErrorKind, ServerErrorKind};
+    let unavailable = e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            ErrorKind::Io
+                | ErrorKind::AuthenticationFailed
+                | ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::ReadOnly
+                )
+        );
+    if unavailable {
+        BackplaneError::Unavailable(format!("redis: {e}"))
+    } else {
+        BackplaneError::Internal(format!("redis: {e}"))
+    }
+}
+
+fn classify_pool(e: PoolError) -> BackplaneError {
+    match e {
+        PoolError::Backend(e) => classify(&e),
+        PoolError::Timeout(_) | PoolError::Closed => {
+            BackplaneError::Unavailable("redis: no connection in time".into())
+        }
+        other => BackplaneError::Internal(format!("redis pool: {other}")),
+    }
+}
+
+/// What [`Inner::run`] sends: a script or a plain command.
+enum Call<'a> {
+    Script(ScriptInvocation<'a>),
+    Cmd(::redis::Cmd),
+}
+
+impl Call<'_> {
+    async fn send<T: FromRedisValue>(
+        &self,
+        conn: &mut impl ConnectionLike,
+    ) -> Result<T, RedisError> {
+        match self {
+            Call::Script(invocation) => invocation.invoke_async(conn).await,
+            Call::Cmd(cmd) => cmd.query_async(conn).await,
+        }
+    }
+}
+
+fn kind_label(e: &BackplaneError) -> &'static str {
+    match e {
+        BackplaneError::Unavailable(_) => "unavailable",
+        BackplaneError::Internal(_) => "internal",
+    }
+}
+
+fn cmd(name: &str) -> ::redis::Cmd {
+    ::redis::cmd(name)
+}
+
+fn flag(value: bool) -> &'static str {
+    if value {
+        "1"
+    } else {
+        "0"
+    }
+}
+
+impl Inner {
+    /// Sends one call through the pool, bounded by the command timeout as a
+    /// whole (waiting for a connection included), with metrics.
+    async fn run<T: FromRedisValue>(&self, op: &'static str, call: Call<'_>) -> BackplaneResult<T> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.settings.command_timeout, async {
+            let mut conn = self.pool.get().await.map_err(classify_pool)?;
+            call.send(&mut conn).await.map_err(|e| classify(&e))
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(BackplaneError::Unavailable(
+                "redis did not answer in time".into(),
+            ))
+        });
+        telemetry::command(op, started.elapsed());
+        if let Err(e) = &result {
+            telemetry::error(op, kind_label(e));
+        }
+        result
+    }
+
+    fn script(&self, script: &'static ::redis::Script) -> ScriptInvocation<'static> {
+        let mut invocation = script.prepare_invoke();
+        invocation.arg(self.keys.base());
+        invocation
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.settings.node_ttl.as_millis() as u64
+    }
+
+    fn spawn_tasks(self: &Arc<Self>, stray: tokio::sync::mpsc::Receiver<String>) {
+        let tasks = vec![
+            tokio::spawn(Arc::clone(self).supervise(stray)),
+            tokio::spawn(Arc::clone(self).presence_loop()),
+            tokio::spawn(Arc::clone(self).probe_loop()),
+        ];
+        *self.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
+    }
+
+    /// Keeps the subscriber connected and subscribed: a PING every second
+    /// (which also drives reconnection), a full resubscription after each
+    /// disconnection, and UNSUBSCRIBE for stray rooms.
+    async fn supervise(self: Arc<Self>, mut stray: tokio::sync::mpsc::Receiver<String>) {
+        let mut tick = tokio::time::interval(SUPERVISOR_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Stray rooms whose UNSUBSCRIBE failed, retried every tick.
+        let mut pending: HashSet<String> = HashSet::new();
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = tick.tick() => {
+                    if self.check_subscriber().await {
+                        self.retry_strays(&mut pending).await;
+                    }
+                }
+                Some(room) = stray.recv() => {
+                    if !self.subscriber.drop_stray(&room).await && pending.len() < MAX_PENDING_STRAYS {
+                        pending.insert(room);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn retry_strays(&self, pending: &mut HashSet<String>) {
+        let rooms: Vec<String> = pending.iter().cloned().collect();
+        for room in rooms {
+            if self.subscriber.drop_stray(&room).await {
+                pending.remove(&room);
+            }
+        }
+    }
+
+    /// Returns whether the subscriber connection answered.
+    async fn check_subscriber(&self) -> bool {
+        if let Err(e) = self.subscriber.ping().await {
+            tracing::debug!(error = %e, "redis subscriber ping failed");
+            return false;
+        }
+        match self.subscriber.resync_if_needed().await {
+            Ok(true) => {
+                self.recovered_presence.notify_one();
+                self.recovered_probe.notify_one();
+            }
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "redis resubscription failed; retrying"),
+        }
+        true
+    }
+
+    /// Publishes a probe to this node's own channel every probe interval;
+    /// the subscriber's echo keeps the node ready (see `health.rs`).
+    async fn probe_loop(self: Arc<Self>) {
+        let channel = self.keys.probe_channel(&self.node_id);
+        loop {
+            let mut publish = cmd("PUBLISH");
+            publish.arg(&channel).arg(self.health.probe_payload());
+            let result = self.run::<i64>("probe", Call::Cmd(publish)).await;
+            self.health.set_probe_failed(result.is_err());
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = tokio::time::sleep(self.settings.probe_interval) => {}
+                _ = self.recovered_probe.notified() => {}
+            }
+        }
+    }
+
+    async fn publish(
+        &self,
+        op: &'static str,
+        channel: &str,
+        payload: &[u8],
+    ) -> BackplaneResult<()> {
+        let mut publish = cmd("PUBLISH");
+        publish.arg(channel).arg(payload);
+        self.run::<i64>(op, Call::Cmd(publish)).await.map(|_| ())
+    }
+}
+
+fn internal(what: &str) -> BackplaneError {
+    BackplaneError::Internal(format!("unexpected reply from redis to {what}"))
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn int(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(i) => Some(*i),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+fn join_outcome(reply: &[Value]) -> BackplaneResult<JoinOutcome> {
+    let outcome = reply
+        .first()
+        .and_then(text)
+        .ok_or_else(|| internal("join"))?;
+    Ok(match outcome.as_str() {
+        "joined" => {
+            let number = |i: usize| reply.get(i).and_then(int).ok_or_else(|| internal("join"));
+            JoinOutcome::Joined {
+                created: number(1)? == 1,
+                members: number(2)? as u64,
+                previous_members: number(3)? as u64,
+            }
+        }
+        "no_such_room" => JoinOutcome::NoSuchRoom,
+        "banned" => JoinOutcome::Banned,
+        "closed" => JoinOutcome::Closed,
+        "locked" => JoinOutcome::Locked,
+        _ => return Err(internal("join")),
+    })
+}
+
+fn parse_snapshot(reply: &[Value]) -> BackplaneResult<ClusterSnapshot> {
+    let users = reply
+        .first()
+        .and_then(int)
+        .ok_or_else(|| internal("snapshot"))?;
+    let mut rooms = reply[1..]
+        .chunks(4)
+        .map(|room| {
+            let [name, locked, closed, members] = room else {
+                return Err(internal("snapshot"));
+            };
+            let locked = text(locked).as_deref() == Some("1");
+            let closed = text(closed).as_deref() == Some("1");
+            Ok(RoomSummary {
+                name: text(name).ok_or_else(|| internal("snapshot"))?,
+                available: !locked && !closed,
+                locked,
+                closed,
+                users: int(members).ok_or_else(|| internal("snapshot"))?.max(0) as u64,
+            })
+        })
+        .collect::<BackplaneResult<Vec<_>>>()?;
+    rooms.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(ClusterSnapshot {
+        rooms,
+        users: users.max(0) as u64,
+    })
+}
+
+#[async_trait]
+impl Backplane for RedisBackplane {
+    async fn claim_name(&self, user_key: &str, _display_name: &str) -> BackplaneResult<bool> {
+        let inner = &self.inner;
+        let mut call = inner.script(&SCRIPTS.claim);
+        call.arg(&inner.node_id).arg(user_key).arg(inner.ttl_ms());
+        Ok(inner.run::<i64>("claim_name", Call::Script(call)).await? == 1)
+    }
+
+    async fn release_name(&self, user_key: &str, room: Option<&str>) -> BackplaneResult<u64> {
+        let inner = &self.inner;
+        let mut call = inner.script(&SCRIPTS.release);
+        call.arg(&inner.node_id)
+            .arg(user_key)
+            .arg(room.unwrap_or(""));
+        let left = inner.run::<i64>("release_name", Call::Script(call)).await?;
+        Ok(left.max(0) as u64)
+    }
+
+    async fn join_room(&self, request: JoinRequest<'_>) -> BackplaneResult<JoinOutcome> {
+        let inner = &self.inner;
+        let mut call = inner.script(&SCRIPTS.join);
+        call.arg(&inner.node_id)
+            .arg(request.user_key)
+            .arg(request.display_name)
+            .arg(request.room)
+            .arg(flag(request.password_hash.is_some()))
+            .arg(request.password_hash.unwrap_or(""))
+            .arg(flag(request.create))
+            .arg(request.previous_room.unwrap_or(""));
+        let reply = inner
+            .run::<Vec<Value>>("join_room", Call::Script(call))
+            .await?;
+        join_outcome(&reply)
+    }
+
+    async fn room(&self, room: &str) -> BackplaneResult<Option<RoomInfo>> {
+        let mut get = cmd("HMGET");
+        get.arg(self.inner.keys.room(room))
+            .arg("owner")
+            .arg("locked")
+            .arg("closed");
+        let [owner, locked, closed] = self
+            .inner
+            .run::<[Option<String>; 3]>("room", Call::Cmd(get))
+            .await?;
+        // Every room hash has an owner field (empty for none).
+        Ok(owner.map(|owner| RoomInfo {
+            name: room.to_string(),
+            owner: (!owner.is_empty()).then_some(owner),
+            locked: locked.as_deref() == Some("1"),
+            closed: closed.as_deref() == Some("1"),
+        }))
+    }
+
+    async fn change_room(&self, room: &str, change: RoomChange) -> BackplaneResult<bool> {
+        let inner = &self.inner;
+        let (name, password_hash) = match &change {
+            RoomChange::Lock { password_hash } => ("lock", password_hash.as_str()),
+            RoomChange::Unlock => ("unlock", ""),
+            RoomChange::Close => ("close", ""),
+            RoomChange::Open => ("open", ""),
+            RoomChange::Delete => ("delete", ""),
+        };
+        let mut call = inner.script(&SCRIPTS.change);
+        call.arg(room).arg(name).arg(password_hash);
+        Ok(inner.run::<i64>("change_room", Call::Script(call)).await? == 1)
+    }
+
+    async fn set_ban(&self, room: &str, user_key: &str, banned: bool) -> BackplaneResult<bool> {
+        let inner = &self.inner;
+        let mut call = inner.script(&SCRIPTS.set_ban);
+        call.arg(room).arg(user_key).arg(flag(banned));
+        Ok(inner.run::<i64>("set_ban", Call::Script(call)).await? == 1)
+    }
+
+    async fn is_banned(&self, room: &str, user_key: &str) -> BackplaneResult<bool> {
+        let mut ismember = cmd("SISMEMBER");
+        ismember.arg(self.inner.keys.bans(room)).arg(user_key);
+        self.inner
+            .run::<bool>("is_banned", Call::Cmd(ismember))
+            .await
+    }
+
+    async fn room_members(&self, room: &str) -> BackplaneResult<Vec<String>> {
+        let mut getall = cmd("HGETALL");
+        getall.arg(self.inner.keys.members(room));
+        let mut members = self
+            .inner
+            .run::<Vec<(String, String)>>("room_members", Call::Cmd(getall))
+            .await?;
+        // Keys are lower-case names: sorting by key sorts case-insensitively.
+        members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(members.into_iter().map(|(_, display)| display).collect())
+    }
+
+    async fn snapshot(&self) -> BackplaneResult<ClusterSnapshot> {
+        let call = self.inner.script(&SCRIPTS.snapshot);
+        let reply = self
+            .inner
+            .run::<Vec<Value>>("snapshot", Call::Script(call))
+            .await?;
+        parse_snapshot(&reply)
+    }
+
+    async fn publish_message(&self, draft: &MessageDraft) -> BackplaneResult<Option<u64>> {
+        let inner = &self.inner;
+        let (prefix, suffix) = draft.frame_parts();
+        let mut call = SCRIPTS.publish_message.prepare_invoke();
+        call.key(inner.keys.room(&draft.room))
+            .key(inner.keys.seq(&draft.room))
+            .key(inner.keys.room_channel(&draft.room))
+            .arg(inner.keys.base())
+            .arg(prefix)
+            .arg(suffix);
+        let seq = inner
+            .run::<Option<i64>>("publish_message", Call::Script(call))
+            .await?;
+        Ok(seq.map(|seq| seq.max(0) as u64))
+    }
+
+    async fn publish_to_room(&self, room: &str, frame: Bytes) -> BackplaneResult<()> {
+        let channel = self.inner.keys.room_channel(room);
+        self.inner
+            .publish("publish_to_room", &channel, &frame)
+            .await
+    }
+
+    async fn publish_event(&self, event: &ClusterEvent) -> BackplaneResult<()> {
+        let payload = serde_json::to_vec(event)
+            .map_err(|e| BackplaneError::Internal(format!("event does not serialize: {e}")))?;
+        let channel = self.inner.keys.events_channel();
+        self.inner.publish("publish_event", channel, &payload).await
+    }
+
+    async fn subscribe(&self, room: &str) -> BackplaneResult<()> {
+        self.inner.subscriber.subscribe_room(room).await
+    }
+
+    async fn unsubscribe(&self, room: &str) -> BackplaneResult<()> {
+        self.inner.subscriber.unsubscribe_room(room).await
+    }
+
+    fn is_ready(&self) -> bool {
+        self.inner.health.is_ready()
+    }
+
+    async fn close(&self) {
+        let inner = &self.inner;
+        if inner.health.is_closed() {
+            return;
+        }
+        inner.health.set_closed();
+        inner.cancel.cancel();
+        let rooms = inner.subscriber.wanted_rooms();
+        metrics::gauge!(telemetry::SUBSCRIPTIONS).decrement(2.0 + rooms as f64);
+        let deadline = inner.settings.command_timeout * STARTUP_WAIT_TIMEOUTS;
+        match tokio::time::timeout(deadline, inner.reap_node(&inner.node_id, false)).await {
+            Ok(Ok(_)) => tracing::info!(node = %inner.node_id, "presence released in redis"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not release presence in redis"),
+            Err(_) => tracing::warn!("releasing presence in redis timed out"),
+        }
+        let tasks = std::mem::take(&mut *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for RedisBackplane {
+    fn drop(&mut self) {
+        // The tasks hold `Inner`; without this they would outlive the node.
+        self.inner.cancel.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn join_replies_parse() {
+        let joined = [bulk("joined"), Value::Int(1), Value::Int(3), Value::Int(0)];
+        assert_eq!(
+            join_outcome(&joined).unwrap(),
+            JoinOutcome::Joined {
+                created: true,
+                members: 3,
+                previous_members: 0
+            }
+        );
+        assert_eq!(
+            join_outcome(&[bulk("locked")]).unwrap(),
+            JoinOutcome::Locked
+        );
+        assert!(join_outcome(&[bulk("what")]).is_err());
+        assert!(join_outcome(&[]).is_err());
+    }
+
+    #[test]
+    fn snapshot_sorts_rooms_and_derives_available() {
+        let reply = [
+            Value::Int(4),
+            bulk("zeta"),
+            bulk("1"),
+            bulk("0"),
+            Value::Int(1),
+            bulk("alpha"),
+            bulk("0"),
+            bulk("0"),
+            Value::Int(3),
+        ];
+        let snapshot = parse_snapshot(&reply).unwrap();
+        assert_eq!(snapshot.users, 4);
+        let names: Vec<_> = snapshot.rooms.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["alpha", "zeta"]);
+        assert!(snapshot.rooms[0].available);
+        assert!(!snapshot.rooms[1].available && snapshot.rooms[1].locked);
+        assert!(parse_snapshot(&reply[..3]).is_err());
+    }
+
+    #[test]
+    fn invalid_urls_do_not_echo_the_url() {
+        let Err(e) = connection_info("nonsense://user:secret@host") else {
+            panic!("accepted");
+        };
+        assert!(!e.to_string().contains("secret"), "{e}");
+    }
+}

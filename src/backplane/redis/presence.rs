@@ -1,0 +1,207 @@
+//! Presence: this node's heartbeat, the reaper of dead nodes, and writing
+//! the node's users back when Redis lost them.
+//!
+//! - Every `heartbeat_secs` the node renews its entry in `P:nodes` (Redis
+//!   server time). The same script makes sure the default room exists and
+//!   reports whether this process's registration marker is still there and
+//!   the dataset's epoch.
+//! - Marker missing: Redis lost the node's presence (restarted empty, or
+//!   another node presumed this one dead after a long partition and reaped
+//!   it). The node writes back `Delivery::local_users()`: names, memberships,
+//!   its user list. If the epoch changed too, Redis lost everything: rooms
+//!   its users are in are recreated. If not, a missing room was deleted
+//!   while this node could not hear it: its local members are evacuated as
+//!   if the RoomEvacuated event had arrived.
+//! - After each heartbeat, nodes whose heartbeat is older than
+//!   `node_ttl_secs` are reaped, by whichever node gets there first (the
+//!   scripts are atomic, so several reapers do no harm). With the defaults
+//!   (5 s, 15 s) a kill -9'd node's users are gone within 15–20 s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::Value;
+
+use super::scripts::SCRIPTS;
+use super::{flag, int, internal, random_token, telemetry, text, Call, Inner};
+use crate::backplane::{BackplaneResult, ClusterEvent, LocalUser};
+use crate::protocol::RoomStateReason;
+
+/// Users per re-registration script, so one script stays short.
+const REREGISTER_BATCH: usize = 200;
+/// Users removed per reaping script.
+const REAP_BATCH: usize = 500;
+/// Dead nodes looked at per reaper round.
+const DEAD_NODES_PER_ROUND: usize = 16;
+/// Upper bound on reaping scripts for one node (`REAP_BATCH` each): a node
+/// with more users is finished in the next round.
+const REAP_ROUNDS: usize = 1000;
+/// Retry delay of the heartbeat after a failure (instead of the interval).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+impl Inner {
+    /// Heartbeat and reaper, until cancelled. Runs at once when the
+    /// subscriber recovers, so presence is back within a second of Redis.
+    pub(super) async fn presence_loop(self: Arc<Self>) {
+        loop {
+            let wait = match self.heartbeat().await {
+                Ok(()) => {
+                    if let Err(e) = self.reap_dead().await {
+                        tracing::debug!(error = %e, "reaping dead nodes failed");
+                    }
+                    self.settings.heartbeat
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "heartbeat failed");
+                    RETRY_AFTER_FAILURE
+                }
+            };
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.recovered_presence.notified() => {}
+            }
+        }
+    }
+
+    /// Renews the heartbeat; re-registers when Redis lost this node.
+    async fn heartbeat(&self) -> BackplaneResult<()> {
+        let mut call = self.script(&SCRIPTS.heartbeat);
+        call.arg(&self.node_id)
+            .arg(&self.token)
+            .arg(&self.settings.default_room)
+            .arg(random_token());
+        let reply = self
+            .run::<Vec<Value>>("heartbeat", Call::Script(call))
+            .await?;
+        let epoch = reply
+            .first()
+            .and_then(text)
+            .ok_or_else(|| internal("heartbeat"))?;
+        let registered = reply.get(1).and_then(int) == Some(1);
+        let known = self.epoch.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let lost = known.as_deref() != Some(epoch.as_str());
+        if registered && !lost {
+            self.health.set_registered(true);
+            return Ok(());
+        }
+        self.health.set_registered(false);
+        // `known` is None at start: "lost" then only means "nothing to
+        // keep", and there are no local users yet.
+        if known.is_some() {
+            tracing::warn!(
+                node = %self.node_id,
+                redis_lost_data = lost,
+                "redis lost this node's presence; registering its users again"
+            );
+        }
+        self.reregister(lost).await?;
+        // Only now: if re-registering fails half-way, the next heartbeat
+        // must still know that the data was lost.
+        *self.epoch.lock().unwrap_or_else(|e| e.into_inner()) = Some(epoch);
+        self.health.set_registered(true);
+        Ok(())
+    }
+
+    /// Writes this node's connected users back, in batches; the last batch
+    /// sets the registration marker.
+    async fn reregister(&self, lost: bool) -> BackplaneResult<()> {
+        let users = self.delivery.local_users();
+        let mut gone = Vec::new();
+        let mut conflicts = 0;
+        let batches: Vec<&[LocalUser]> = if users.is_empty() {
+            vec![&[]]
+        } else {
+            users.chunks(REREGISTER_BATCH).collect()
+        };
+        let last = batches.len() - 1;
+        for (i, batch) in batches.into_iter().enumerate() {
+            let mut call = self.script(&SCRIPTS.reregister);
+            call.arg(&self.node_id)
+                .arg(&self.token)
+                .arg(flag(lost))
+                .arg(flag(i == last))
+                .arg(self.ttl_ms());
+            for user in batch {
+                call.arg(&user.user_key)
+                    .arg(&user.display_name)
+                    .arg(&user.room);
+            }
+            let reply = self
+                .run::<Vec<Value>>("reregister", Call::Script(call))
+                .await?;
+            conflicts += reply.first().and_then(int).unwrap_or(0);
+            gone.extend(reply.iter().skip(1).filter_map(text));
+        }
+        metrics::counter!(telemetry::REREGISTERED).increment(users.len() as u64);
+        if conflicts > 0 {
+            metrics::counter!(telemetry::NAME_CONFLICTS).increment(conflicts as u64);
+            tracing::warn!(
+                conflicts,
+                "names taken by other nodes meanwhile; left alone"
+            );
+        }
+        gone.sort_unstable();
+        gone.dedup();
+        for room in gone {
+            tracing::info!(room = %room, "room deleted while this node could not hear it; evacuating");
+            self.delivery.deliver_event(ClusterEvent::RoomState {
+                room: room.clone(),
+                reason: RoomStateReason::Deleted,
+            });
+            self.delivery.deliver_event(ClusterEvent::RoomEvacuated {
+                room,
+                reason: RoomStateReason::Deleted,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reaps nodes whose heartbeat expired (except this one).
+    async fn reap_dead(&self) -> BackplaneResult<()> {
+        let mut call = self.script(&SCRIPTS.dead_nodes);
+        call.arg(self.ttl_ms()).arg(DEAD_NODES_PER_ROUND);
+        let dead = self
+            .run::<Vec<String>>("dead_nodes", Call::Script(call))
+            .await?;
+        for node in dead.iter().filter(|node| **node != self.node_id) {
+            if self.reap_node(node, true).await? {
+                metrics::counter!(telemetry::REAPED_NODES).increment(1);
+                tracing::info!(dead_node = %node, "reaped the users of a dead node");
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a node's users (names, memberships), its heartbeat and its
+    /// marker. With `only_if_dead`, stops if the node turns out alive.
+    /// Returns whether the node was removed completely.
+    pub(super) async fn reap_node(&self, node: &str, only_if_dead: bool) -> BackplaneResult<bool> {
+        let mut cursor = "0".to_string();
+        for _ in 0..REAP_ROUNDS {
+            let mut call = self.script(&SCRIPTS.reap_node);
+            call.arg(node)
+                .arg(&cursor)
+                .arg(REAP_BATCH)
+                .arg(flag(only_if_dead))
+                .arg(self.ttl_ms());
+            let reply = self
+                .run::<Vec<Value>>("reap_node", Call::Script(call))
+                .await?;
+            let remaining = reply
+                .first()
+                .and_then(int)
+                .ok_or_else(|| internal("reap_node"))?;
+            match remaining {
+                -1 => return Ok(false),
+                0 => return Ok(true),
+                _ => {}
+            }
+            cursor = reply
+                .get(1)
+                .and_then(text)
+                .ok_or_else(|| internal("reap_node"))?;
+        }
+        Ok(false)
+    }
+}

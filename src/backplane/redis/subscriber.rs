@@ -1,0 +1,306 @@
+//! The node's one subscriber connection and what arrives on it.
+//!
+//! A RESP3 [`ConnectionManager`] with a push sender: pub/sub messages come
+//! back as pushes on the same multiplexed socket, and the manager
+//! reconnects and resubscribes by itself (`set_automatic_resubscription`).
+//! Two traps of redis-rs are handled here (see
+//! `../shared/notes/dependencies.md`, section 3):
+//! - after its retry budget the manager stops reconnecting until a command
+//!   is sent through it, leaving a subscriber deaf after a long outage: it
+//!   retries forever (with a capped delay) and [`Subscriber::ping`] is sent
+//!   every second by the supervisor;
+//! - an UNSUBSCRIBE that fails during an outage stays in the manager's
+//!   tracker and is resubscribed on reconnect: our own set of wanted rooms is
+//!   the source of truth, and a `subscribe` confirmation for a room that is
+//!   neither wanted nor has local members is answered with an UNSUBSCRIBE.
+//!
+//! On top of the manager's own resubscription, the supervisor subscribes
+//! every wanted channel again after each disconnection (subscribing twice is
+//! harmless), so a lost tracker entry cannot leave a room deaf either.
+//!
+//! The push sender is a plain closure called by the connection's reader: it
+//! only parses, looks up and hands frames to [`Delivery`] (which does
+//! `try_send`), and queues stray rooms with `try_send`. It never blocks.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, PushInfo, PushKind, Value};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::health::Health;
+use super::keys::Keys;
+use super::telemetry;
+use crate::backplane::{BackplaneError, BackplaneResult, ClusterEvent, Delivery};
+
+/// Channels per SUBSCRIBE command when resubscribing everything.
+const SUBSCRIBE_BATCH: usize = 256;
+/// Stray rooms waiting to be unsubscribed; more are dropped (the next
+/// confirmation of the same room queues it again).
+const STRAY_QUEUE: usize = 256;
+
+/// State shared between the push closure and the async side.
+struct Shared {
+    keys: Keys,
+    probe_channel: String,
+    delivery: Arc<dyn Delivery>,
+    health: Arc<Health>,
+    /// Rooms this node wants to hear: from `subscribe` until `unsubscribe`.
+    rooms: Mutex<HashSet<String>>,
+    /// Set on every disconnection: the supervisor subscribes everything again.
+    resync: AtomicBool,
+    stray: mpsc::Sender<String>,
+}
+
+impl Shared {
+    fn rooms(&self) -> MutexGuard<'_, HashSet<String>> {
+        // Plain data: a panic elsewhere does not make it invalid.
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn on_push(&self, push: PushInfo) {
+        match push.kind {
+            PushKind::Message => {
+                let mut data = push.data.into_iter();
+                if let (Some(channel), Some(payload)) = (data.next(), data.next()) {
+                    if let (Some(channel), Some(payload)) = (bytes_of(channel), bytes_of(payload)) {
+                        self.on_message(&channel, payload);
+                    }
+                }
+            }
+            PushKind::Subscribe => {
+                if let Some(channel) = push.data.into_iter().next().and_then(bytes_of) {
+                    self.on_subscribed(&channel);
+                }
+            }
+            PushKind::Disconnection => {
+                metrics::counter!(telemetry::RECONNECTS).increment(1);
+                tracing::warn!("redis subscriber connection lost; reconnecting");
+                self.health.set_subscribed(false);
+                self.resync.store(true, Ordering::Release);
+            }
+            // PushKind is non-exhaustive; unsubscribe confirmations and
+            // anything else need no action.
+            _ => {}
+        }
+    }
+
+    fn on_message(&self, channel: &[u8], payload: Vec<u8>) {
+        if let Some(room) = self.keys.room_of_channel(channel) {
+            // Relayed verbatim: the bytes are the frame clients receive.
+            self.delivery.deliver_room(room, Bytes::from(payload));
+        } else if channel == self.keys.events_channel().as_bytes() {
+            match serde_json::from_slice::<ClusterEvent>(&payload) {
+                Ok(event) => self.delivery.deliver_event(event),
+                Err(e) => {
+                    metrics::counter!(telemetry::BAD_PUSHES).increment(1);
+                    tracing::warn!(error = %e, "unreadable cluster event ignored");
+                }
+            }
+        } else if channel == self.probe_channel.as_bytes() {
+            match self.health.on_probe_echo(&payload) {
+                Some(lag) => {
+                    metrics::histogram!(telemetry::PUBLISH_TO_DELIVER).record(lag.as_secs_f64())
+                }
+                None => metrics::counter!(telemetry::BAD_PUSHES).increment(1),
+            }
+        }
+    }
+
+    /// A subscription confirmation. For a room nobody here wants any more
+    /// (resubscribed from the manager's tracker after a failed UNSUBSCRIBE),
+    /// queue an UNSUBSCRIBE.
+    fn on_subscribed(&self, channel: &[u8]) {
+        let Some(room) = self.keys.room_of_channel(channel) else {
+            return;
+        };
+        if self.rooms().contains(room) || self.delivery.has_local_members(room) {
+            return;
+        }
+        let _ = self.stray.try_send(room.to_string());
+    }
+}
+
+fn bytes_of(value: Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.into_bytes()),
+        _ => None,
+    }
+}
+
+/// The subscriber connection and the rooms it should be subscribed to.
+pub struct Subscriber {
+    manager: ConnectionManager,
+    shared: Arc<Shared>,
+    timeout: Duration,
+}
+
+impl Subscriber {
+    /// Creates the connection lazily: nothing is sent until the supervisor's
+    /// first PING, so a node can start while Redis is down. Returns the
+    /// subscriber and the queue of stray rooms for the supervisor.
+    pub fn new(
+        client: Client,
+        keys: Keys,
+        node_id: &str,
+        delivery: Arc<dyn Delivery>,
+        health: Arc<Health>,
+        timeout: Duration,
+    ) -> BackplaneResult<(Self, mpsc::Receiver<String>)> {
+        let (stray, stray_rx) = mpsc::channel(STRAY_QUEUE);
+        let shared = Arc::new(Shared {
+            probe_channel: keys.probe_channel(node_id),
+            keys,
+            delivery,
+            health,
+            rooms: Mutex::new(HashSet::new()),
+            resync: AtomicBool::new(true),
+            stray,
+        });
+        let sender = Arc::clone(&shared);
+        let config = ConnectionManagerConfig::new()
+            .set_push_sender(move |push: PushInfo| {
+                sender.on_push(push);
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .set_automatic_resubscription()
+            // Never give up (the deaf-after-a-long-outage trap) but retry at
+            // least every second, so recovery takes about a second.
+            .set_number_of_retries(usize::MAX)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1))
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let manager = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| BackplaneError::Internal(format!("redis subscriber: {e}")))?;
+        Ok((
+            Self {
+                manager,
+                shared,
+                timeout,
+            },
+            stray_rx,
+        ))
+    }
+
+    /// Subscribes `room`'s channel; returns once Redis confirmed it.
+    ///
+    /// On failure the room is not wanted (the registry gives its reference
+    /// back); should the SUBSCRIBE still reach Redis, its confirmation finds
+    /// the room unwanted and undoes it.
+    pub async fn subscribe_room(&self, room: &str) -> BackplaneResult<()> {
+        let added = self.shared.rooms().insert(room.to_string());
+        if added {
+            metrics::gauge!(telemetry::SUBSCRIPTIONS).increment(1.0);
+        }
+        let channel = self.shared.keys.room_channel(room);
+        let result = self
+            .command(|mut m| async move { m.subscribe(channel).await })
+            .await;
+        if result.is_err() && added && self.shared.rooms().remove(room) {
+            metrics::gauge!(telemetry::SUBSCRIPTIONS).decrement(1.0);
+        }
+        result
+    }
+
+    /// Unsubscribes `room`'s channel. If Redis cannot be told now, the room
+    /// is queued as stray: the supervisor retries, and a resubscription from
+    /// the manager's tracker is undone when its confirmation arrives.
+    pub async fn unsubscribe_room(&self, room: &str) -> BackplaneResult<()> {
+        if self.shared.rooms().remove(room) {
+            metrics::gauge!(telemetry::SUBSCRIPTIONS).decrement(1.0);
+        }
+        let result = self
+            .unsubscribe_channel(self.shared.keys.room_channel(room))
+            .await;
+        if result.is_err() {
+            let _ = self.shared.stray.try_send(room.to_string());
+        }
+        result
+    }
+
+    /// Unsubscribes a stray room unless it became wanted again. Returns
+    /// `false` when Redis could not be told (try again later).
+    pub async fn drop_stray(&self, room: &str) -> bool {
+        if self.shared.rooms().contains(room) || self.shared.delivery.has_local_members(room) {
+            return true;
+        }
+        let channel = self.shared.keys.room_channel(room);
+        self.unsubscribe_channel(channel).await.is_ok()
+    }
+
+    async fn unsubscribe_channel(&self, channel: String) -> BackplaneResult<()> {
+        self.command(|mut m| async move { m.unsubscribe(channel).await })
+            .await
+    }
+
+    /// One PING through the subscriber connection: keeps the manager
+    /// reconnecting (see the module docs) and tells whether it is up.
+    pub async fn ping(&self) -> BackplaneResult<()> {
+        self.command(|mut m| async move {
+            ::redis::cmd("PING")
+                .query_async::<Value>(&mut m)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    /// After a disconnection (or at start): subscribes the base channels and
+    /// every wanted room again. Returns `true` when a resubscription was
+    /// needed and succeeded (the caller then checks presence right away).
+    pub async fn resync_if_needed(&self) -> BackplaneResult<bool> {
+        if !self.shared.resync.swap(false, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        let mut channels = vec![
+            self.shared.keys.events_channel().to_string(),
+            self.shared.probe_channel.clone(),
+        ];
+        channels.extend(
+            self.shared
+                .rooms()
+                .iter()
+                .map(|room| self.shared.keys.room_channel(room)),
+        );
+        for batch in channels.chunks(SUBSCRIBE_BATCH) {
+            let batch = batch.to_vec();
+            let result = self
+                .command(|mut m| async move { m.subscribe(batch).await })
+                .await;
+            if let Err(e) = result {
+                self.shared.resync.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        if !self.shared.health.is_subscribed() {
+            tracing::info!(channels = channels.len(), "redis subscriptions active");
+        }
+        self.shared.health.set_subscribed(true);
+        Ok(true)
+    }
+
+    /// Number of channels held: wanted rooms plus events and probe.
+    pub fn wanted_rooms(&self) -> usize {
+        self.shared.rooms().len()
+    }
+
+    async fn command<F, Fut>(&self, f: F) -> BackplaneResult<()>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = ::redis::RedisResult<()>>,
+    {
+        match tokio::time::timeout(self.timeout, f(self.manager.clone())).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(super::classify(&e)),
+            Err(_) => Err(BackplaneError::Unavailable(
+                "redis subscriber did not answer in time".into(),
+            )),
+        }
+    }
+}
