@@ -1,0 +1,357 @@
+"""The web client at `/`, driven in headless Chromium against a real node.
+
+What a person does: two people log in, chat both ways, switch rooms (typing
+the command and clicking the room list), one bans the other, who sees it, and
+a shutdown shows its banner. Also: reconnecting after a node restart restores
+name and room; message text can never become HTML; login errors are shown on
+the form. Screenshots at desktop and phone width go to docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+from conftest import set_viewport
+from swiftchat_node import Node
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+WAIT = 20  # seconds; generous, the assertions are about behaviour, not speed
+
+
+# ----------------------------------------------------------------- helpers
+def wait_until(driver, predicate, what: str, timeout: float = WAIT):
+    def check(d):
+        try:
+            return predicate(d)
+        except StaleElementReferenceException:
+            return False
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(check)
+    except TimeoutException:
+        banner = text_of(driver, "#banner") if driver.find_elements(By.ID, "banner") else ""
+        pytest.fail(f"timed out after {timeout} s waiting for: {what}\n"
+                    f"phase={phase(driver)} banner={banner!r}\nbrowser log: {console(driver)}")
+
+
+def console(driver) -> list[str]:
+    try:
+        return [e["message"] for e in driver.get_log("browser")][-10:]
+    except Exception:
+        return []
+
+
+def text_of(driver, css: str) -> str:
+    els = driver.find_elements(By.CSS_SELECTOR, css)
+    return els[0].text if els else ""
+
+
+def phase(driver) -> str | None:
+    return driver.execute_script("return window.swiftchat && window.swiftchat.phase")
+
+
+def login(driver, url: str, name: str, room: str | None = None) -> None:
+    driver.get(url)
+    field = driver.find_element(By.ID, "login-name")
+    assert driver.switch_to.active_element == field, "the name field has focus on load"
+    field.clear()
+    if room:
+        driver.find_element(By.CSS_SELECTOR, "#login-more summary").click()
+        driver.find_element(By.ID, "login-room").send_keys(room)
+        field.click()
+    field.send_keys(name, Keys.ENTER)  # Enter submits
+    wait_until(driver, lambda d: phase(d) == "online", f"{name} online")
+    wait_until(driver, lambda d: d.find_element(By.ID, "app").is_displayed(), "chat view shown")
+    assert driver.find_element(By.ID, "me-name").text == name
+    assert driver.switch_to.active_element.get_attribute("id") == "message-input", \
+        "after login the message box has focus"
+
+
+def type_line(driver, text: str) -> None:
+    box = driver.find_element(By.ID, "message-input")
+    box.send_keys(text)
+    box.send_keys(Keys.ENTER)
+    wait_until(driver, lambda d: box.get_attribute("value") == "", f"message box emptied after {text!r}")
+
+
+def messages(driver) -> list[dict]:
+    return driver.execute_script("""
+        return [...document.querySelectorAll('#messages .msg')].map(li => ({
+            author: li.dataset.author, room: li.dataset.room, seq: li.dataset.seq,
+            content: li.querySelector('.msg-content').textContent,
+            time: li.querySelector('.msg-time').textContent}));""")
+
+
+def has_message(driver, author: str, content: str, room: str | None = None) -> bool:
+    return any(m["author"] == author and m["content"] == content and (room is None or m["room"] == room)
+               for m in messages(driver))
+
+
+def current_room(driver) -> str:
+    return driver.find_element(By.ID, "room-name").text
+
+
+def rooms(driver) -> dict:
+    return driver.execute_script("""
+        const out = {};
+        for (const li of document.querySelectorAll('#room-list li')) out[li.dataset.room] = {
+            users: Number(li.dataset.users), locked: li.dataset.locked === 'true',
+            closed: li.dataset.closed === 'true',
+            current: li.querySelector('button').getAttribute('aria-current') === 'true'};
+        return out;""")
+
+
+def members(driver) -> list[str]:
+    return [li.get_attribute("data-user") for li in driver.find_elements(By.CSS_SELECTOR, "#member-list li")]
+
+
+def notices(driver) -> list[dict]:
+    return driver.execute_script("""
+        return [...document.querySelectorAll('#messages .notice')].map(li => ({
+            code: li.dataset.code, error: li.classList.contains('error'),
+            text: li.querySelector('.notice-text').textContent}));""")
+
+
+def banner(driver) -> tuple[str, str] | None:
+    b = driver.find_element(By.ID, "banner")
+    if not b.is_displayed():
+        return None
+    return b.get_attribute("data-kind"), b.find_element(By.ID, "banner-text").text
+
+
+def sys_lines(driver) -> list[str]:
+    return [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#messages .sys")]
+
+
+def screenshot(driver, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / name
+    driver.save_screenshot(str(path))
+    return path
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+# ------------------------------------------------------------------- tests
+def test_page_and_assets_are_served_self_contained(node):
+    for path, ctype in (("/", "text/html"), ("/app.css", "text/css"), ("/app.js", "javascript")):
+        with urllib.request.urlopen(node.http_url + path, timeout=5) as r:
+            assert r.status == 200
+            assert ctype in r.headers["Content-Type"]
+            body = r.read().decode()
+        # No CDN or other outside asset: works offline.
+        for attr in ('src="http', "src='http", 'href="http', "href='http", "url(http", "@import"):
+            assert attr not in body, f"{path} loads an outside asset ({attr})"
+    assert "innerHTML" not in (ROOT / "static" / "app.js").read_text(), "app.js must not use innerHTML"
+
+
+def test_two_people_chat_switch_rooms_ban_and_shutdown(node, browsers):
+    alice, bob = browsers(), browsers()
+    login(alice, node.http_url, "alice")
+    login(bob, node.http_url, "bob")
+
+    # Room list and people come from CACHE_UPDATE, \users and joined notices.
+    wait_until(alice, lambda d: rooms(d).get("general", {}).get("users") == 2, "general shows 2 users")
+    assert rooms(alice)["general"]["current"]
+    wait_until(alice, lambda d: sorted(members(d)) == ["alice", "bob"], "alice sees both in the room")
+    wait_until(bob, lambda d: sorted(members(d)) == ["alice", "bob"], "bob sees both in the room")
+    assert current_room(alice) == "general"
+    wait_until(alice, lambda d: any("bob joined #general" in s for s in sys_lines(d)), "alice sees bob join")
+
+    # Chat both ways; each message shows author, room and time.
+    type_line(alice, "Hi bob! Ready for the release?")
+    wait_until(bob, lambda d: has_message(d, "alice", "Hi bob! Ready for the release?", "general"),
+               "bob receives alice's message")
+    type_line(bob, "Almost, the changelog is at https://example.com/changes")
+    wait_until(alice, lambda d: has_message(d, "bob", "Almost, the changelog is at https://example.com/changes"),
+               "alice receives bob's message")
+    msg = [m for m in messages(alice) if m["author"] == "bob"][0]
+    assert msg["room"] == "general" and msg["seq"] == "2"
+    assert msg["time"].strip(), "the message shows its time"
+    link = alice.find_element(By.CSS_SELECTOR, "#messages .msg-content a")
+    assert link.get_attribute("href") == "https://example.com/changes"
+    assert link.get_attribute("rel") == "noopener noreferrer nofollow"
+
+    # The command prefix works in the message box: alice moves to a new room.
+    type_line(alice, "\\join lounge")
+    wait_until(alice, lambda d: current_room(d) == "lounge", "alice is in #lounge")
+    wait_until(alice, lambda d: rooms(d).get("lounge", {}).get("current"), "lounge is current in the list")
+    # bob sees the new room appear (ROOM_STATE created) and clicks it.
+    wait_until(bob, lambda d: "lounge" in rooms(d), "bob's room list shows lounge")
+    bob.find_element(By.CSS_SELECTOR, '#room-list li[data-room="lounge"] button').click()
+    wait_until(bob, lambda d: current_room(d) == "lounge", "bob is in #lounge")
+    wait_until(alice, lambda d: any("bob joined #lounge" in s for s in sys_lines(d)), "alice sees bob join lounge")
+    wait_until(alice, lambda d: sorted(members(d)) == ["alice", "bob"], "people list of lounge")
+    wait_until(bob, lambda d: sorted(members(d)) == ["alice", "bob"], "bob's people list of lounge")
+    type_line(bob, "Nice and quiet in here.")
+    wait_until(alice, lambda d: has_message(d, "bob", "Nice and quiet in here.", "lounge"), "message in lounge")
+    type_line(alice, "Shipping it tonight, then pizza à la carte")
+    wait_until(bob, lambda d: has_message(d, "alice", "Shipping it tonight, then pizza à la carte", "lounge"),
+               "bob gets alice's message in lounge")
+    wait_until(alice, lambda d: rooms(d).get("lounge", {}).get("users") == 2, "lounge shows 2 users")
+
+    # Screenshots of a real conversation.
+    desktop = screenshot(alice, "desktop.png")
+    assert png_size(desktop) == (1280, 800)
+    set_viewport(alice, 390, 844, mobile=True)
+    time.sleep(0.5)
+    assert not alice.find_element(By.ID, "sidebar").is_displayed() or \
+        alice.execute_script("return document.getElementById('sidebar').getBoundingClientRect().right <= 0"), \
+        "at phone width the room list is a hidden drawer"
+    phone = screenshot(alice, "phone.png")
+    assert png_size(phone) == (390, 844)
+    # The drawer opens from the menu button, and closes after picking a room.
+    alice.find_element(By.ID, "toggle-rooms").click()
+    wait_until(alice, lambda d: d.execute_script(
+        "return document.getElementById('sidebar').getBoundingClientRect().left >= 0"), "rooms drawer open")
+    # Escape closes it and gives the focus back to the message box.
+    alice.switch_to.active_element.send_keys(Keys.ESCAPE)
+    wait_until(alice, lambda d: d.execute_script(
+        "return document.getElementById('sidebar').getBoundingClientRect().right <= 0"), "rooms drawer closed")
+    assert alice.switch_to.active_element.get_attribute("id") == "message-input"
+    set_viewport(alice, 1280, 800)
+
+    # \help is discoverable: the help button sends it and the answer is shown.
+    assert "help" in alice.find_element(By.ID, "help-btn").get_attribute("title")
+    alice.find_element(By.ID, "help-btn").click()
+    wait_until(alice, lambda d: any(n["code"] == "info" and "\\join" in n["text"] for n in notices(d)),
+               "help answer shown")
+    # Typing the prefix lists the commands.
+    box = alice.find_element(By.ID, "message-input")
+    box.send_keys("\\ba")
+    wait_until(alice, lambda d: d.find_element(By.ID, "cmd-popup").is_displayed(), "command suggestions")
+    assert "\\ban" in alice.find_element(By.ID, "cmd-popup").text
+    box.send_keys(Keys.TAB)  # completes to "\ban "
+    assert box.get_attribute("value") == "\\ban "
+
+    # The room's owner bans bob, who sees it.
+    box.send_keys("bob", Keys.ENTER)
+    wait_until(bob, lambda d: (banner(d) or ("", ""))[1].startswith("You were banned from #lounge"),
+               "bob sees the ban banner")
+    assert banner(bob)[0] == "error"
+    wait_until(bob, lambda d: current_room(d) == "general", "bob is back in general")
+    wait_until(alice, lambda d: any("bob left #lounge" in s for s in sys_lines(d)), "alice sees bob leave")
+    wait_until(alice, lambda d: members(d) == ["alice"], "bob is gone from lounge's people")
+    type_line(bob, "\\join lounge")
+    wait_until(bob, lambda d: any(n["code"] == "banned" and n["error"] for n in notices(d)),
+               "rejoining shows a 'banned' error notice")
+    assert current_room(bob) == "general"
+    # An error from the server is shown distinctly.
+    type_line(bob, "\\frobnicate")
+    wait_until(bob, lambda d: any(n["code"] == "unknown_command" and n["error"] for n in notices(d)),
+               "unknown command error")
+
+    # A cluster shutdown shows its banner and the client does not reconnect.
+    assert node.shutdown_http("Maintenance window") == 202
+    for d, who in ((alice, "alice"), (bob, "bob")):
+        wait_until(d, lambda d: phase(d) == "offline", f"{who} offline after shutdown")
+        kind, text = banner(d)
+        assert kind == "error" and "Maintenance window" in text, (who, kind, text)
+        assert any(n["code"] == "shutdown" for n in notices(d))
+    assert node.wait(20) == 0
+    time.sleep(6)  # past the 0.5–5 s window a reconnect would have used
+    for d in (alice, bob):
+        assert phase(d) == "offline"
+        assert d.execute_script("return window.swiftchat.attempts") == 0
+        assert not d.find_element(By.ID, "message-input").is_enabled()
+
+
+def test_reconnect_after_node_restart_restores_name_and_room(tmp_path, browsers):
+    node = Node(tmp_path).start()
+    try:
+        alice = browsers()
+        login(alice, node.http_url, "alice", room=None)
+        type_line(alice, "\\join ops")
+        wait_until(alice, lambda d: current_room(d) == "ops", "alice in ops")
+        node.terminate()  # drain: SHUTDOWN with reconnect: true, then close 1001
+        wait_until(alice, lambda d: phase(d) == "reconnecting", "reconnecting after the drain")
+        kind, text = banner(alice)
+        assert kind == "warn" and ("restarting" in text or "Reconnecting" in text), text
+        assert node.wait(20) == 0
+    finally:
+        node.stop()
+    # A new node on the same address (a fresh standalone node knows no rooms).
+    node2 = Node(tmp_path, port=node.port).start()
+    try:
+        wait_until(alice, lambda d: phase(d) == "online", "reconnected", timeout=60)
+        wait_until(alice, lambda d: current_room(d) == "ops", "back in ops")
+        assert alice.find_element(By.ID, "me-name").text == "alice"
+        assert alice.execute_script("return window.swiftchat.attempts") == 0
+        wait_until(alice, lambda d: (banner(d) or ("", ""))[0] == "success", "reconnected banner")
+        # It really works: someone new talks to alice in ops.
+        bob = browsers()
+        login(bob, node2.http_url, "bob", room="ops")
+        assert current_room(bob) == "ops"
+        type_line(bob, "welcome back")
+        wait_until(alice, lambda d: has_message(d, "bob", "welcome back", "ops"), "message after reconnect")
+    finally:
+        node2.stop()
+
+
+def test_message_text_never_becomes_html(node, browsers):
+    from websockets.asyncio.client import connect
+
+    alice = browsers()
+    login(alice, node.http_url, "alice")
+    payloads = [
+        '<img src=x onerror="window.__pwned=1">',
+        "<script>window.__pwned=2</script>",
+        '"><svg onload="window.__pwned=3"></svg>',
+        "javascript:window.__pwned=4 http://x.test/<b>bold</b>",
+    ]
+
+    async def mallory():
+        async with connect(node.ws_url) as ws:
+            await ws.send(json.dumps({"op": 5, "d": {"name": "mallory"}}))
+            for p in payloads:
+                await ws.send(json.dumps({"op": 1, "d": {"content": p}}))
+            await asyncio.sleep(0.5)
+
+    asyncio.run(mallory())
+    for p in payloads:
+        wait_until(alice, lambda d, p=p: has_message(d, "mallory", p), f"text shown literally: {p}")
+    assert alice.execute_script("return window.__pwned") is None
+    assert alice.find_elements(By.CSS_SELECTOR, "#messages img, #messages script, #messages b") == []
+    hrefs = [a.get_attribute("href") for a in alice.find_elements(By.CSS_SELECTOR, "#messages a")]
+    assert all(h.startswith("http") for h in hrefs), hrefs
+
+
+def test_login_errors_are_shown_on_the_form(node, browsers):
+    from websockets.asyncio.client import connect
+
+    page = browsers()
+    page.get(node.http_url)
+    name = page.find_element(By.ID, "login-name")
+    name.send_keys("not a name!", Keys.ENTER)
+    wait_until(page, lambda d: d.find_element(By.ID, "login-error").is_displayed(), "invalid name error")
+    assert name.get_attribute("aria-invalid") == "true"
+
+    async def hold_name_and_check():
+        async with connect(node.ws_url) as ws:
+            await ws.send(json.dumps({"op": 5, "d": {"name": "taken"}}))
+            assert json.loads(await ws.recv())["op"] == 4
+            name.clear()
+            name.send_keys("taken", Keys.ENTER)
+            wait_until(page, lambda d: "taken" in d.find_element(By.ID, "login-error").text, "name_taken shown")
+            assert phase(page) != "online"
+            # Try again with another name on the same page.
+            name.clear()
+            name.send_keys("free_name", Keys.ENTER)
+            wait_until(page, lambda d: phase(d) == "online", "second try logs in")
+
+    asyncio.run(hold_name_and_check())
+    assert page.find_element(By.ID, "me-name").text == "free_name"
