@@ -1,0 +1,61 @@
+//! swiftchat-bench: a load generator for SwiftChat clusters over real
+//! WebSockets. See bench/README.md.
+
+mod conn;
+mod connect;
+mod fanout;
+mod idle;
+mod mock;
+mod procfs;
+mod proto;
+mod stats;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "swiftchat-bench",
+    about = "Load generator for SwiftChat (loopback only)"
+)]
+struct Cli {
+    /// Tokio worker threads (default: one per core).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Fan-out throughput, loss and latency across rooms and nodes.
+    Fanout(fanout::FanoutArgs),
+    /// Server RSS per idle logged-in connection.
+    Idle(idle::IdleArgs),
+    /// (internal) one process's share of `idle`.
+    #[command(hide = true)]
+    IdleWorker(idle::IdleWorkerArgs),
+    /// Logins per second and handshake latency.
+    Connect(connect::ConnectArgs),
+    /// A minimal stand-in server to check the generator itself (not SwiftChat).
+    Mock(mock::MockArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = cli.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.build()?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Fanout(a) => fanout::run(a).await,
+            Cmd::Idle(a) => idle::run(a).await,
+            Cmd::IdleWorker(a) => idle::worker(a).await,
+            Cmd::Connect(a) => connect::run(a).await,
+            Cmd::Mock(a) => mock::run(a).await,
+        }
+    })
+}
