@@ -12,8 +12,10 @@ pub struct Grant {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    /// Only the JSON value `true` grants admin rights; any other value
+    /// (`"true"`, 1) is a valid token without them.
     #[serde(default)]
-    admin: bool,
+    admin: serde_json::Value,
 }
 
 /// Why a token was refused. Never carries the token itself, so it is safe to
@@ -56,7 +58,7 @@ impl TokenVerifier {
             return Err(TokenError::WrongSubject);
         }
         Ok(Grant {
-            admin: data.claims.admin,
+            admin: data.claims.admin == serde_json::Value::Bool(true),
         })
     }
 }
