@@ -1,6 +1,6 @@
 """Starts and stops a real `swiftchat serve` node for the Python tests.
 
-The binary is $SWIFTCHAT_BIN, else target/debug/swiftchat (built by
+The binary is $TEST_SWIFTCHAT_BIN, else target/debug/swiftchat (built by
 tests/run_python_tests.sh). Each node listens on a free loopback port, with a
 shutdown key and a JWT secret, and logs to a file under the pytest tmp dir.
 """
@@ -23,7 +23,7 @@ JWT_SECRET = "test-jwt-secret"
 
 
 def binary() -> Path:
-    path = Path(os.environ.get("SWIFTCHAT_BIN", ROOT / "target" / "debug" / "swiftchat"))
+    path = Path(os.environ.get("TEST_SWIFTCHAT_BIN", ROOT / "target" / "debug" / "swiftchat"))
     if not path.exists():
         raise RuntimeError(f"{path} not found: run `cargo build` first (tests/run_python_tests.sh does)")
     return path
@@ -41,8 +41,10 @@ class Node:
     def __init__(self, log_dir: Path, port: int | None = None, **env: str):
         self.port = port or free_port()
         self.log_path = log_dir / f"node-{self.port}-{time.monotonic_ns()}.log"
+        # The node reads every SWIFTCHAT_* variable as configuration and stops
+        # on an unknown one: pass none from the outside, only ours.
         self.env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if not k.startswith("SWIFTCHAT_")},
             "SWIFTCHAT_ADMIN__SHUTDOWN_KEY": SHUTDOWN_KEY,
             "SWIFTCHAT_AUTH__JWT_SECRET": JWT_SECRET,
             "SWIFTCHAT_SERVER__DRAIN_SECS": "3",
