@@ -94,6 +94,7 @@ pub fn parse_listening(line: &str) -> Option<SocketAddr> {
 pub struct Process {
     pub child: Child,
     output: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
     lines: mpsc::UnboundedReceiver<String>,
 }
 
@@ -102,14 +103,22 @@ impl Process {
     pub fn spawn(mut cmd: Command) -> Process {
         let mut child = cmd.spawn().expect("spawn swiftchat");
         let output = Arc::new(Mutex::new(String::new()));
+        let stdout_only = Arc::new(Mutex::new(String::new()));
         let (tx, lines) = mpsc::unbounded_channel();
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        collect(stdout, output.clone(), tx.clone());
-        collect(stderr, output.clone(), tx);
+        if let Some(stdout) = child.stdout.take() {
+            collect(
+                stdout,
+                vec![output.clone(), stdout_only.clone()],
+                tx.clone(),
+            );
+        }
+        if let Some(stderr) = child.stderr.take() {
+            collect(stderr, vec![output.clone()], tx);
+        }
         Process {
             child,
             output,
+            stdout: stdout_only,
             lines,
         }
     }
@@ -117,6 +126,11 @@ impl Process {
     /// Everything the process printed so far (stdout and stderr mixed).
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
+    }
+
+    /// What the process printed so far on stdout only.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
     }
 
     /// Waits for the `listening on <addr>` line; panics with the output if
@@ -173,13 +187,13 @@ impl Process {
 
 fn collect<R: AsyncRead + Unpin + Send + 'static>(
     r: R,
-    output: Arc<Mutex<String>>,
+    outputs: Vec<Arc<Mutex<String>>>,
     tx: mpsc::UnboundedSender<String>,
 ) {
     tokio::spawn(async move {
         let mut lines = BufReader::new(r).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            {
+            for output in &outputs {
                 let mut out = output.lock().unwrap();
                 out.push_str(&line);
                 out.push('\n');
