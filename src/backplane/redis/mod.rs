@@ -31,7 +31,8 @@ mod subscriber;
 mod telemetry;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ::redis::aio::ConnectionLike;
@@ -99,6 +100,17 @@ struct Inner {
     delivery: Arc<dyn Delivery>,
     /// Epoch of the Redis dataset this node last registered in.
     epoch: Mutex<Option<String>>,
+    /// Names this node's connections hold or are claiming: entered before a
+    /// claim is sent, removed before a release is sent. What Redis lists for
+    /// this node beyond it is a leftover of a release that failed (Redis was
+    /// away), removed by [`Inner::reconcile`].
+    claims: Mutex<HashSet<String>>,
+    /// Claims take it shared; the reconciliation exclusively, so that no
+    /// claim is between "sent" and "recorded" while it compares.
+    claim_gate: tokio::sync::RwLock<()>,
+    /// Set when a claim or release failed: Redis may hold names this node
+    /// no longer has.
+    needs_reconcile: AtomicBool,
     /// Wakes the heartbeat (presence check) and the probe right after the
     /// subscriber (re)subscribed: recovery should not wait for a tick.
     recovered_presence: Notify,
@@ -148,6 +160,9 @@ pub async fn connect(
         health,
         delivery,
         epoch: Mutex::new(None),
+        claims: Mutex::new(HashSet::new()),
+        claim_gate: tokio::sync::RwLock::new(()),
+        needs_reconcile: AtomicBool::new(false),
         recovered_presence: Notify::new(),
         recovered_probe: Notify::new(),
         cancel: CancellationToken::new(),
@@ -363,6 +378,10 @@ impl Inner {
         invocation
     }
 
+    fn claims(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.claims.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn ttl_ms(&self) -> u64 {
         self.settings.node_ttl.as_millis() as u64
     }
@@ -531,18 +550,35 @@ fn parse_snapshot(reply: &[Value]) -> BackplaneResult<ClusterSnapshot> {
 impl Backplane for RedisBackplane {
     async fn claim_name(&self, user_key: &str, _display_name: &str) -> BackplaneResult<bool> {
         let inner = &self.inner;
+        let _gate = inner.claim_gate.read().await;
+        if !inner.claims().insert(user_key.to_string()) {
+            // Held by a connection of this node.
+            return Ok(false);
+        }
         let mut call = inner.script(&SCRIPTS.claim);
         call.arg(&inner.node_id).arg(user_key).arg(inner.ttl_ms());
-        Ok(inner.run::<i64>("claim_name", Call::Script(call)).await? == 1)
+        let result = inner.run::<i64>("claim_name", Call::Script(call)).await;
+        if !matches!(result, Ok(1)) {
+            inner.claims().remove(user_key);
+        }
+        if result.is_err() {
+            // The claim may have been applied before the answer was lost.
+            inner.needs_reconcile.store(true, Ordering::Release);
+        }
+        Ok(result? == 1)
     }
 
     async fn release_name(&self, user_key: &str, room: Option<&str>) -> BackplaneResult<u64> {
         let inner = &self.inner;
+        inner.claims().remove(user_key);
         let mut call = inner.script(&SCRIPTS.release);
         call.arg(&inner.node_id)
             .arg(user_key)
             .arg(room.unwrap_or(""));
-        let left = inner.run::<i64>("release_name", Call::Script(call)).await?;
+        let left = inner
+            .run::<i64>("release_name", Call::Script(call))
+            .await
+            .inspect_err(|_| inner.needs_reconcile.store(true, Ordering::Release))?;
         Ok(left.max(0) as u64)
     }
 

@@ -17,13 +17,15 @@
 //!   scripts are atomic, so several reapers do no harm). With the defaults
 //!   (5 s, 15 s) a kill -9'd node's users are gone within 15–20 s.
 
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::Value;
 
 use super::scripts::SCRIPTS;
-use super::{flag, int, internal, random_token, telemetry, text, Call, Inner};
+use super::{cmd, flag, int, internal, random_token, telemetry, text, Call, Inner};
 use crate::backplane::{BackplaneResult, ClusterEvent, LocalUser};
 use crate::protocol::RoomStateReason;
 
@@ -48,6 +50,12 @@ impl Inner {
                 Ok(()) => {
                     if let Err(e) = self.reap_dead().await {
                         tracing::debug!(error = %e, "reaping dead nodes failed");
+                    }
+                    if self.needs_reconcile.swap(false, Ordering::AcqRel) {
+                        if let Err(e) = self.reconcile().await {
+                            self.needs_reconcile.store(true, Ordering::Release);
+                            tracing::debug!(error = %e, "reconciling names failed");
+                        }
                     }
                     self.settings.heartbeat
                 }
@@ -106,7 +114,22 @@ impl Inner {
     /// Writes this node's connected users back, in batches; the last batch
     /// sets the registration marker.
     async fn reregister(&self, lost: bool) -> BackplaneResult<()> {
-        let users = self.delivery.local_users();
+        let mut users = self.delivery.local_users();
+        // Logins in progress (claimed, not yet in the registry): their names
+        // only, marked by an empty display name.
+        let pending: Vec<LocalUser> = {
+            let local: HashSet<&str> = users.iter().map(|u| u.user_key.as_str()).collect();
+            self.claims()
+                .iter()
+                .filter(|key| !local.contains(key.as_str()))
+                .map(|key| LocalUser {
+                    user_key: key.clone(),
+                    display_name: String::new(),
+                    room: String::new(),
+                })
+                .collect()
+        };
+        users.extend(pending);
         let mut gone = Vec::new();
         let mut conflicts = 0;
         let batches: Vec<&[LocalUser]> = if users.is_empty() {
@@ -153,6 +176,38 @@ impl Inner {
                 room,
                 reason: RoomStateReason::Deleted,
             });
+        }
+        Ok(())
+    }
+
+    /// Removes names Redis lists for this node that no connection of it
+    /// holds any more (their release failed while Redis was away and Redis
+    /// kept its data): otherwise they would stay taken as long as this node
+    /// lives.
+    async fn reconcile(&self) -> BackplaneResult<()> {
+        let _gate = self.claim_gate.write().await;
+        let mut keys = cmd("HKEYS");
+        keys.arg(format!("{}node:{}:users", self.keys.base(), self.node_id));
+        let listed = self
+            .run::<Vec<String>>("reconcile", Call::Cmd(keys))
+            .await?;
+        let leftovers: Vec<String> = {
+            let claims = self.claims();
+            listed
+                .into_iter()
+                .filter(|key| !claims.contains(key))
+                .collect()
+        };
+        for user in &leftovers {
+            let mut call = self.script(&SCRIPTS.release);
+            call.arg(&self.node_id).arg(user).arg("");
+            self.run::<i64>("release_name", Call::Script(call)).await?;
+        }
+        if !leftovers.is_empty() {
+            tracing::info!(
+                names = leftovers.len(),
+                "released names left over from an outage"
+            );
         }
         Ok(())
     }

@@ -241,7 +241,8 @@ return {epoch, registered}
 /// user list. A name meanwhile claimed by a live node is a conflict (counted,
 /// left alone). A missing room is recreated, ownerless, when Redis lost its
 /// data (`lost`); otherwise it was deleted while this node could not hear it,
-/// and is returned so the node evacuates its members. The last batch sets
+/// and is returned so the node evacuates its members. An empty display name
+/// marks a login in progress: only its name is put back. The last batch sets
 /// the registration marker.
 const REREGISTER: &str = r#"
 local node, token, lost, last, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
@@ -255,6 +256,12 @@ for i = 7, #ARGV, 3 do
   local holder = redis.call('HGET', B .. 'names', user)
   if holder and holder ~= node and alive(holder, now, ttl) then
     conflicts = conflicts + 1
+  elseif display == '' then
+    if holder and holder ~= node then
+      forget_user(holder, user)
+    end
+    redis.call('HSET', B .. 'names', user, node)
+    redis.call('HSETNX', ukey, user, '')
   else
     if holder and holder ~= node then
       forget_user(holder, user)
@@ -270,6 +277,10 @@ for i = 7, #ARGV, 3 do
         end
         room = ''
       end
+    end
+    local recorded = redis.call('HGET', ukey, user)
+    if recorded and recorded ~= '' and recorded ~= room then
+      redis.call('HDEL', B .. 'members:' .. recorded, user)
     end
     if room ~= '' then
       redis.call('HSET', B .. 'members:' .. room, user, display)
