@@ -369,16 +369,18 @@ impl Session {
                 };
             }
         };
-        registry.enter(&key, name, &room, &self.conn);
         self.user = Some(User {
-            key,
+            key: key.clone(),
             name: name.to_string(),
             room: room.clone(),
             admin,
         });
+        // CACHE_UPDATE is queued before the connection joins the room
+        // locally, so it is the first frame the client sees after login.
+        self.send_cache_update().await;
+        registry.enter(&key, name, &room, &self.conn);
         metrics::counter!(m::LOGINS).increment(1);
         tracing::debug!(conn = self.conn.id, admin, "logged in");
-        self.send_cache_update().await;
         self.announce(&room, name, NoticeCode::Joined, members).await;
         Flow::Continue
     }
@@ -436,10 +438,12 @@ impl Session {
             chat.registry.release_room(&*chat.backplane, room).await;
             return outcome;
         };
-        chat.registry.enter(&user.key, &user.name, room, &self.conn);
-        let name = user.name.clone();
+        let (key, name) = (user.key.clone(), user.name.clone());
         let user = self.user.as_mut().expect("checked above");
         let previous = std::mem::replace(&mut user.room, room.to_string());
+        // The move's CACHE_UPDATE goes out before the new room's traffic.
+        self.send_cache_update().await;
+        chat.registry.enter(&key, &name, room, &self.conn);
         chat.registry.release_room(&*chat.backplane, &previous).await;
         self.announce(&previous, &name, NoticeCode::Left, previous_members + 1)
             .await;
@@ -447,7 +451,6 @@ impl Session {
             self.publish_room_state(room, RoomStateReason::Created)
                 .await;
         }
-        self.send_cache_update().await;
         self.announce(room, &name, NoticeCode::Joined, members).await;
         Ok(outcome.expect("matched Ok above"))
     }
@@ -673,18 +676,18 @@ impl Session {
     async fn evict(&mut self, target: &str, ban: bool) -> Flow {
         let room = self.current_room();
         let target_key = user_key(target);
-        let verb = if ban { "ban" } else { "kick" };
+        let verb = if ban { "banned" } else { "kicked" };
         if room == self.chat.config.server.default_room {
             self.notice(
                 NoticeCode::Forbidden,
-                &format!("Nobody can be {verb}ed from the default room."),
+                &format!("Nobody can be {verb} from the default room."),
             );
             return Flow::Continue;
         }
         if Some(target_key.as_str()) == self.user.as_ref().map(|u| u.key.as_str()) {
             self.notice(
                 NoticeCode::BadArguments,
-                &format!("You cannot {verb} yourself."),
+                &format!("You cannot {} yourself.", if ban { "ban" } else { "kick" }),
             );
             return Flow::Continue;
         }

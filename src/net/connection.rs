@@ -88,11 +88,13 @@ where
     let limits = &chat.config.limits;
     let login_deadline = sleep(chat.config.login_timeout());
     tokio::pin!(login_deadline);
+    // The liveness timer fires at most once per `ping_timeout` while the
+    // peer talks: when it fires early it is pushed to `last_seen + timeout`
+    // instead of being reset on every frame.
     let ping_timeout = Duration::from_secs(limits.ping_timeout_secs);
-    let check_every = Duration::from_secs(limits.ping_interval_secs.min(limits.ping_timeout_secs));
-    let mut liveness = interval_at(Instant::now() + check_every, check_every);
-    liveness.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();
+    let liveness = sleep(ping_timeout);
+    tokio::pin!(liveness);
     let node_stopping = chat.shutdown.token().clone();
 
     loop {
@@ -122,10 +124,12 @@ where
                     }
                 }
             }
-            _ = liveness.tick() => {
-                if last_seen.elapsed() > ping_timeout {
+            _ = &mut liveness => {
+                let deadline = last_seen + ping_timeout;
+                if Instant::now() >= deadline {
                     return Flow::Close(close::PING_TIMEOUT, "ping timeout");
                 }
+                liveness.as_mut().reset(deadline);
                 Flow::Continue
             }
         };
