@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# End-to-end test of the deployment on the local Docker engine, offline:
+#   1. base images from Debian packages (deploy/images.sh), the SwiftChat
+#      binary built on the host and put into the Dockerfile's runtime stage
+#      (target runtime-prebuilt);
+#   2. the real docker-compose.yml under a unique project name, exercised by
+#      deploy/e2e_client.py (3 replicas, spread, chat, scale to 5, kill one,
+#      rolling restart, cluster-wide shutdown);
+#   3. everything this run created (containers, network, volume, the
+#      SwiftChat image of this run) is removed, pass or fail.
+# Prints one line starting with "e2e:" and exits non-zero on any failure.
+#
+# Env: E2E_SKIP_CARGO=1 uses target/release/swiftchat as it is;
+#      E2E_VERBOSE=1 logs every docker call and client event;
+#      E2E_KEEP=1 leaves the cluster running for inspection (then clean up
+#      with the `down` command it prints).
+# The base images and the debootstrap cache are kept for the next run
+# (deploy/images.sh rebuilds only what is missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+t0=$(date +%s)
+say() { printf '[e2e %4ss] %s\n' "$(( $(date +%s) - t0 ))" "$*"; }
+fail() { say "FAILED: $*"; echo "e2e: FAIL at $stage after $(( $(date +%s) - t0 ))s: $*"; exit 1; }
+
+docker info >/dev/null 2>&1 || { echo "e2e: FAIL: no Docker engine answers"; exit 1; }
+if docker compose version >/dev/null 2>&1; then
+    COMPOSE="docker compose"
+elif command -v docker-compose >/dev/null; then
+    COMPOSE="docker-compose"
+else
+    echo "e2e: FAIL: neither 'docker compose' nor 'docker-compose' found"; exit 1
+fi
+
+PROJECT=swiftchat-e2e-$$
+APP_IMAGE=swiftchat/swiftchat:e2e-$$
+WORK=$(mktemp -d)
+LB_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+KEY=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# Everything Compose reads comes from this file, not from a developer's .env.
+cat >"$WORK/e2e.env" <<ENV
+APP_IMAGE=$APP_IMAGE
+REDIS_IMAGE=swiftchat/redis:local
+LB_IMAGE=swiftchat/haproxy:local
+LB_BIND=127.0.0.1
+LB_PORT=$LB_PORT
+PUBLIC_HOST=127.0.0.1
+PUBLIC_PORT=$LB_PORT
+SWIFTCHAT_ADMIN__SHUTDOWN_KEY=sk_$KEY
+RUST_LOG=info
+ENV
+DC="$COMPOSE -p $PROJECT --env-file $WORK/e2e.env -f $REPO/docker-compose.yml"
+stage=setup
+built_image=0
+
+cleanup() {
+    local rc=$?
+    set +e
+    if [ "${E2E_KEEP:-0}" = 1 ]; then
+        say "E2E_KEEP=1: cluster left running; remove it with: $DC down -v --remove-orphans; docker rmi $APP_IMAGE"
+        return $rc
+    fi
+    $DC down -v --remove-orphans -t 5 >"$WORK/down.log" 2>&1 || cat "$WORK/down.log"
+    [ "$built_image" = 1 ] && docker rmi "$APP_IMAGE" >/dev/null 2>&1
+    left=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT"; \
+           docker network ls -q --filter "label=com.docker.compose.project=$PROJECT"; \
+           docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT")
+    [ -z "$left" ] || say "warning: left behind: $left"
+    rm -rf "$WORK"
+    return $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- 1. images
+stage=images
+t=$(date +%s)
+bash deploy/images.sh >"$WORK/images.log" 2>&1 || { tail -30 "$WORK/images.log"; fail "deploy/images.sh"; }
+images_s=$(( $(date +%s) - t ))
+say "base images ready in ${images_s}s ($(tail -1 "$WORK/images.log"))"
+
+stage=cargo
+t=$(date +%s)
+if [ "${E2E_SKIP_CARGO:-0}" != 1 ]; then
+    cargo build --release --bin swiftchat >"$WORK/cargo.log" 2>&1 || { tail -30 "$WORK/cargo.log"; fail "cargo build --release"; }
+fi
+[ -x target/release/swiftchat ] || fail "target/release/swiftchat missing"
+cargo_s=$(( $(date +%s) - t ))
+say "cargo build --release --bin swiftchat: ${cargo_s}s"
+
+stage=image
+t=$(date +%s)
+mkdir -p target/docker
+strip --strip-debug -o target/docker/swiftchat target/release/swiftchat 2>/dev/null \
+    || cp target/release/swiftchat target/docker/swiftchat
+docker build --target runtime-prebuilt --build-arg RUNTIME_BASE=swiftchat/debian:bookworm-slim \
+    --build-arg PREBUILT=target/docker/swiftchat -t "$APP_IMAGE" . >"$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log"; fail "docker build --target runtime-prebuilt"; }
+built_image=1
+image_s=$(( $(date +%s) - t ))
+say "SwiftChat image $APP_IMAGE built in ${image_s}s, $(docker image inspect -f '{{.Size}}' "$APP_IMAGE" | awk '{printf "%.1f MB", $1/1e6}')"
+# The image really holds what the Dockerfile promises.
+[ "$(docker image inspect -f '{{.Config.User}}' "$APP_IMAGE")" = "10001:10001" ] || fail "image user is not 10001"
+docker image inspect -f '{{json .Config.Healthcheck.Test}}' "$APP_IMAGE" | grep -q busybox || fail "no HEALTHCHECK"
+docker run --rm --entrypoint busybox "$APP_IMAGE" wget --help >/dev/null 2>&1 || fail "busybox wget missing in image"
+
+# ---- test client
+stage=client
+VENV=target/e2e-venv
+if ! "$VENV/bin/python" -c 'import websockets.asyncio.client' >/dev/null 2>&1; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check 'websockets>=13,<18' >"$WORK/pip.log" 2>&1 \
+        || { tail -20 "$WORK/pip.log"; fail "pip install websockets"; }
+fi
+
+# ---- 2. the cluster
+stage=cluster
+export E2E_PROJECT=$PROJECT E2E_COMPOSE="$COMPOSE" LB_PORT
+export E2E_COMPOSE_ARGS="--env-file $WORK/e2e.env -f $REPO/docker-compose.yml"
+export COMPOSE_PROJECT_NAME=$PROJECT    # for deploy/rolling-restart.sh
+set +e
+"$VENV/bin/python" deploy/e2e_client.py | tee "$WORK/client.log"
+rc=${PIPESTATUS[0]}
+set -e
+summary=$(grep '^e2e:' "$WORK/client.log" | tail -1)
+[ "$rc" = 0 ] || { echo "$summary" >/dev/null; exit "$rc"; }
+total=$(( $(date +%s) - t0 ))
+echo "e2e: PASS images(${images_s}s) cargo(${cargo_s}s) image(${image_s}s) + ${summary#e2e: PASS }; total ${total}s"
