@@ -95,6 +95,7 @@
     pendingUsers: 0,         // silent users queries awaiting their answer
     userAskedUsers: false,
     expectMove: 0,           // time the user last asked to move
+    pendingJoin: null,       // {room, password, fromUi}: a join the user asked for
     lastRoomEvent: { room: null, reason: null, at: 0 },
     prevRoom: null,
     cacheTimer: 0,
@@ -564,6 +565,12 @@
   function onRoomChanged(prev, room, justLoggedIn) {
     state.prevRoom = prev;
     state.room = room;
+    const pj = state.pendingJoin;
+    if (pj && pj.room === room) {
+      // The password worked: keep it, to get back in after a reconnect.
+      if (pj.password) state.passwords[room] = pj.password;
+      state.pendingJoin = null;
+    }
     saveSession();
     state.lastSeq.delete(room);
     state.members = new Set([state.name]);
@@ -590,9 +597,6 @@
     const content = str(d.content);
     const room = str(d.room);
     const seq = Number(d.seq);
-    if (state.me && room && room !== state.me.room) {
-      // Not for the room we show (e.g. in flight during a move); still show it, tagged.
-    }
     if (Number.isInteger(seq) && state.lastSeq.has(room)) {
       const expected = state.lastSeq.get(room) + 1;
       if (seq > expected) {
@@ -677,6 +681,13 @@
           addNotice('error', code, message || code);
           if (code === 'banned' || code === 'room_locked' || code === 'room_closed' || code === 'no_such_room') {
             state.expectMove = 0;
+            const pj = state.pendingJoin;
+            state.pendingJoin = null;
+            if (pj && code === 'room_locked') {
+              delete state.passwords[pj.room];
+              saveSession();
+              if (pj.fromUi) askPassword(pj.room, pj.password ? 'That password did not work.' : '');
+            }
           }
         } else {
           addNotice('info', code || 'info', message);
@@ -770,7 +781,7 @@
     state.cacheTimer = setTimeout(() => {
       state.cacheTimer = 0;
       if (state.loggedIn) send(OP.CACHE_REQUEST, null);
-    }, 1500 + Math.random() * 1500);
+    }, 400 + Math.random() * 800);
   }
   function startPolling() {
     stopPolling();
@@ -817,12 +828,11 @@
     addItem(el('li', { class: 'divider', role: 'separator', text }));
   }
   function addNotice(kind, label, text) {
-    const names = { info: 'info', error: 'error' };
     const ic = kind === 'error' ? 'alert' : kind === 'warn' ? 'alert' : 'info';
     addItem(el('li', { class: 'notice ' + kind, 'data-code': label, role: kind === 'error' ? 'alert' : null },
       icon(ic),
       el('div', null,
-        el('span', { class: 'notice-label', text: label === 'info' ? 'SwiftChat' : label.replace(/_/g, ' ') || names[kind] }),
+        el('span', { class: 'notice-label', text: label === 'info' ? 'SwiftChat' : label.replace(/_/g, ' ') || kind }),
         el('p', { class: 'notice-text', text }))));
   }
   function maybeEmpty(room) {
@@ -953,16 +963,19 @@
   }
   function joinRoom(name, password) {
     const room = name.toLowerCase();
-    if (password) state.passwords[room] = password;
+    state.pendingJoin = { room, password: password || null, fromUi: true };
     state.expectMove = Date.now();
     command('join ' + room + (password ? ' ' + password : ''));
     closeDrawers();
     $('message-input').focus();
   }
-  function askPassword(room) {
+  function askPassword(room, error) {
     const dlg = $('pw-dialog');
+    if (dlg.open) return;
     $('pw-room').textContent = '#' + room;
     $('pw-input').value = '';
+    $('pw-error').textContent = error || '';
+    $('pw-error').hidden = !error;
     dlg.returnValue = '';
     dlg.onclose = () => {
       const pw = $('pw-input').value;
@@ -1010,7 +1023,7 @@
       const c = (cmd || '').toLowerCase();
       if (c === 'join' || c === 'switch') {
         state.expectMove = Date.now();
-        if (args[0] && args[1]) state.passwords[args[0].toLowerCase()] = args[1];
+        if (args[0]) state.pendingJoin = { room: args[0].toLowerCase(), password: args[1] || null, fromUi: false };
       } else if (c === 'leave') {
         state.expectMove = Date.now();
       } else if (c === 'users') {

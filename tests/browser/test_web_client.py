@@ -124,9 +124,10 @@ def notices(driver) -> list[dict]:
 
 def banner(driver) -> tuple[str, str] | None:
     b = driver.find_element(By.ID, "banner")
-    if not b.is_displayed():
+    # Not is_displayed(): the banner fades in, and starts at opacity 0.
+    if b.get_attribute("hidden") is not None:
         return None
-    return b.get_attribute("data-kind"), b.find_element(By.ID, "banner-text").text
+    return b.get_attribute("data-kind"), b.find_element(By.ID, "banner-text").get_attribute("textContent")
 
 
 def sys_lines(driver) -> list[str]:
@@ -298,6 +299,15 @@ def test_reconnect_after_node_restart_restores_name_and_room(tmp_path, browsers)
         assert current_room(bob) == "ops"
         type_line(bob, "welcome back")
         wait_until(alice, lambda d: has_message(d, "bob", "welcome back", "ops"), "message after reconnect")
+        # Reloading the page logs in again by itself, same name, same room.
+        alice.refresh()
+        wait_until(alice, lambda d: phase(d) == "online" and d.find_element(By.ID, "app").is_displayed(),
+                   "logged in again after a reload")
+        wait_until(alice, lambda d: current_room(d) == "ops", "still in ops after a reload")
+        assert alice.find_element(By.ID, "me-name").text == "alice"
+        type_line(alice, "reloaded")
+        bob_sees = lambda d: has_message(d, "alice", "reloaded", "ops")  # noqa: E731
+        wait_until(bob, bob_sees, "bob gets alice's message after her reload")
     finally:
         node2.stop()
 
@@ -355,3 +365,36 @@ def test_login_errors_are_shown_on_the_form(node, browsers):
 
     asyncio.run(hold_name_and_check())
     assert page.find_element(By.ID, "me-name").text == "free_name"
+
+
+def test_locked_room_asks_for_its_password(node, browsers):
+    alice, bob = browsers(), browsers()
+    login(alice, node.http_url, "alice")
+    type_line(alice, "\\join vault")
+    wait_until(alice, lambda d: current_room(d) == "vault", "alice in vault")
+    type_line(alice, "\\lock opensesame")
+    wait_until(alice, lambda d: d.find_elements(By.CSS_SELECTOR, "#room-flags .tag.locked"),
+               "the room header shows 'locked'")
+    wait_until(alice, lambda d: rooms(d)["vault"]["locked"], "vault locked in alice's list")
+
+    login(bob, node.http_url, "bob")
+    wait_until(bob, lambda d: rooms(d).get("vault", {}).get("locked"), "bob sees vault locked")
+    bob.find_element(By.CSS_SELECTOR, '#room-list li[data-room="vault"] button').click()
+    dialog = bob.find_element(By.ID, "pw-dialog")
+    wait_until(bob, lambda d: dialog.get_attribute("open") is not None, "password dialog opens")
+    # Escape cancels.
+    bob.find_element(By.ID, "pw-input").send_keys(Keys.ESCAPE)
+    wait_until(bob, lambda d: dialog.get_attribute("open") is None, "Escape closes the dialog")
+    assert current_room(bob) == "general"
+
+    bob.find_element(By.CSS_SELECTOR, '#room-list li[data-room="vault"] button').click()
+    wait_until(bob, lambda d: dialog.get_attribute("open") is not None, "dialog again")
+    bob.find_element(By.ID, "pw-input").send_keys("wrong", Keys.ENTER)  # Enter joins
+    wait_until(bob, lambda d: any(n["code"] == "room_locked" and n["error"] for n in notices(d)),
+               "a wrong password is refused")
+    wait_until(bob, lambda d: dialog.get_attribute("open") is not None
+               and d.find_element(By.ID, "pw-error").is_displayed(), "dialog asks again, saying why")
+    assert current_room(bob) == "general"
+    bob.find_element(By.ID, "pw-input").send_keys("opensesame", Keys.ENTER)
+    wait_until(bob, lambda d: current_room(d) == "vault", "the right password gets bob in")
+    wait_until(alice, lambda d: any("bob joined #vault" in s for s in sys_lines(d)), "alice sees bob join")
