@@ -186,7 +186,7 @@ async fn redis_restart_with_data_keeps_rooms_and_frees_leftover_names() {
         );
 
         // The leaver's name was still in Redis, held by a live node.
-        let freed = {
+        let (freed, _back) = {
             let started = Instant::now();
             loop {
                 let mut c = cluster.node(0).connect().await;
@@ -194,7 +194,7 @@ async fn redis_restart_with_data_keeps_rooms_and_frees_leftover_names() {
                     .await;
                 let v = c.recv_until(&expect::any()).await;
                 if v["op"] == 4 {
-                    break started.elapsed();
+                    break (started.elapsed(), c);
                 }
                 assert!(
                     started.elapsed() < FIVE_SECONDS * 2,

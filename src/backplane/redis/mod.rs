@@ -162,7 +162,8 @@ pub async fn connect(
         epoch: Mutex::new(None),
         claims: Mutex::new(HashSet::new()),
         claim_gate: tokio::sync::RwLock::new(()),
-        needs_reconcile: AtomicBool::new(false),
+        // A previous process with the same node id may have left names.
+        needs_reconcile: AtomicBool::new(true),
         recovered_presence: Notify::new(),
         recovered_probe: Notify::new(),
         cancel: CancellationToken::new(),
@@ -717,6 +718,11 @@ impl Backplane for RedisBackplane {
         }
         inner.health.set_closed();
         inner.cancel.cancel();
+        // Stop a heartbeat in flight from re-adding the node after the reap.
+        let tasks = std::mem::take(&mut *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            task.abort();
+        }
         let rooms = inner.subscriber.wanted_rooms();
         metrics::gauge!(telemetry::SUBSCRIPTIONS).decrement(2.0 + rooms as f64);
         let deadline = inner.settings.command_timeout * STARTUP_WAIT_TIMEOUTS;
@@ -724,10 +730,6 @@ impl Backplane for RedisBackplane {
             Ok(Ok(_)) => tracing::info!(node = %inner.node_id, "presence released in redis"),
             Ok(Err(e)) => tracing::warn!(error = %e, "could not release presence in redis"),
             Err(_) => tracing::warn!("releasing presence in redis timed out"),
-        }
-        let tasks = std::mem::take(&mut *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for task in tasks {
-            task.abort();
         }
     }
 }

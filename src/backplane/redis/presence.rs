@@ -104,6 +104,8 @@ impl Inner {
             );
         }
         self.reregister(lost).await?;
+        // Whatever Redis still lists for this node beyond its users goes.
+        self.needs_reconcile.store(true, Ordering::Release);
         // Only now: if re-registering fails half-way, the next heartbeat
         // must still know that the data was lost.
         *self.epoch.lock().unwrap_or_else(|e| e.into_inner()) = Some(epoch);

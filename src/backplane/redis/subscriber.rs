@@ -138,6 +138,10 @@ pub struct Subscriber {
     manager: ConnectionManager,
     shared: Arc<Shared>,
     timeout: Duration,
+    /// Serializes (un)subscription commands with the checks that decide
+    /// them: a stray room's UNSUBSCRIBE must not overtake the SUBSCRIBE of
+    /// a member that just arrived.
+    ops: tokio::sync::Mutex<()>,
 }
 
 impl Subscriber {
@@ -183,6 +187,7 @@ impl Subscriber {
                 manager,
                 shared,
                 timeout,
+                ops: tokio::sync::Mutex::new(()),
             },
             stray_rx,
         ))
@@ -194,6 +199,7 @@ impl Subscriber {
     /// back); should the SUBSCRIBE still reach Redis, its confirmation finds
     /// the room unwanted and undoes it.
     pub async fn subscribe_room(&self, room: &str) -> BackplaneResult<()> {
+        let _ops = self.ops.lock().await;
         let added = self.shared.rooms().insert(room.to_string());
         if added {
             metrics::gauge!(telemetry::SUBSCRIPTIONS).increment(1.0);
@@ -212,6 +218,7 @@ impl Subscriber {
     /// is queued as stray: the supervisor retries, and a resubscription from
     /// the manager's tracker is undone when its confirmation arrives.
     pub async fn unsubscribe_room(&self, room: &str) -> BackplaneResult<()> {
+        let _ops = self.ops.lock().await;
         if self.shared.rooms().remove(room) {
             metrics::gauge!(telemetry::SUBSCRIPTIONS).decrement(1.0);
         }
@@ -227,6 +234,7 @@ impl Subscriber {
     /// Unsubscribes a stray room unless it became wanted again. Returns
     /// `false` when Redis could not be told (try again later).
     pub async fn drop_stray(&self, room: &str) -> bool {
+        let _ops = self.ops.lock().await;
         if self.shared.rooms().contains(room) || self.shared.delivery.has_local_members(room) {
             return true;
         }
@@ -255,6 +263,10 @@ impl Subscriber {
     /// every wanted room again. Returns `true` when a resubscription was
     /// needed and succeeded (the caller then checks presence right away).
     pub async fn resync_if_needed(&self) -> BackplaneResult<bool> {
+        if !self.shared.resync.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let _ops = self.ops.lock().await;
         if !self.shared.resync.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }
