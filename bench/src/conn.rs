@@ -14,7 +14,89 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::proto;
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<Stream>;
+
+/// A TCP stream that can put the socket back into delayed-ACK ("pingpong")
+/// mode after each read (`TCP_QUICKACK` 0).
+///
+/// Why: a receive-only socket is never in pingpong mode, so Linux sends an
+/// ACK on every read that drains the socket; on loopback that ACK is built,
+/// sent and processed for the server's socket inside the reader's system
+/// call. In the fan-out benchmark (one small frame per read) that was 40% of
+/// the generator's CPU (perf, `tcp_recvmsg_locked -> __tcp_transmit_skb`).
+/// With delayed ACKs the kernel still ACKs at least every second full-sized
+/// segment and on its delayed-ACK timer, so the server's send window never
+/// starves. One `setsockopt` per read is far cheaper than one ACK.
+pub struct Stream {
+    inner: TcpStream,
+    delayed_ack: bool,
+}
+
+impl Stream {
+    fn set_quickack_off(&self) {
+        let zero: libc::c_int = 0;
+        // SAFETY: plain setsockopt on a socket we own, with a valid int.
+        unsafe {
+            libc::setsockopt(
+                self.inner.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                &zero as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.delayed_ack
+            && matches!(r, std::task::Poll::Ready(Ok(())))
+            && buf.filled().len() > before
+        {
+            self.set_quickack_off();
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
 
 /// A node to connect to: the ws:// URL and the socket address it names.
 #[derive(Clone, Debug)]
@@ -72,6 +154,10 @@ pub fn ws_config(read_buffer: usize) -> WebSocketConfig {
         .max_write_buffer_size(1 << 20)
 }
 
+/// Whether new connections re-arm delayed ACKs after each read (see
+/// [`Stream`]); set once at start from the command line.
+pub static DELAYED_ACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
 /// TCP connect (from `src` if given) and WebSocket upgrade.
 pub async fn open(target: &Target, src: Option<Ipv4Addr>, read_buffer: usize) -> Result<Ws> {
     let socket = TcpSocket::new_v4()?;
@@ -98,6 +184,10 @@ pub async fn open(target: &Target, src: Option<Ipv4Addr>, read_buffer: usize) ->
         .await
         .with_context(|| format!("connect {}", target.addr))?;
     stream.set_nodelay(true)?;
+    let stream = Stream {
+        inner: stream,
+        delayed_ack: DELAYED_ACK.load(std::sync::atomic::Ordering::Relaxed),
+    };
     let (ws, _resp) = tokio_tungstenite::client_async_with_config(
         target.url.as_str(),
         stream,

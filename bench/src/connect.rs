@@ -44,6 +44,9 @@ pub struct ConnectArgs {
     /// Append the markdown result to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Append a one-line JSON summary to this file (read by `summary`).
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
     #[arg(long, default_value = "connect")]
     pub label: String,
 }
@@ -214,5 +217,12 @@ pub async fn run(a: ConnectArgs) -> Result<()> {
     }
     println!("{md}");
     stats::append_report(a.report.as_deref(), &md)?;
+    let j = serde_json::json!({
+        "bench": "connect", "label": a.label, "nodes": targets.len(), "count": a.count,
+        "ok": ok, "failed": failed, "seconds": secs, "logins_per_s": ok as f64 / secs,
+        "p50_us": lt.p50, "p99_us": lt.p99, "max_us": lt.max,
+        "node_cpu_us_per_login": node_cpu * 1e6 / ok.max(1) as f64,
+    });
+    stats::append_report(a.summary.as_deref(), &format!("{j}\n"))?;
     Ok(())
 }

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -102,6 +102,9 @@ pub struct FanoutArgs {
     /// Append the markdown result to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Append a one-line JSON summary to this file (read by `summary`).
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
     /// A label for the report section.
     #[arg(long, default_value = "fanout")]
     pub label: String,
@@ -116,6 +119,50 @@ fn base() -> Instant {
 #[inline]
 fn now_ns() -> u64 {
     base().elapsed().as_nanos() as u64
+}
+
+/// Latency and send-lag histograms, one per runtime worker thread (a
+/// per-connection histogram would cost ~70 KB per connection and its page
+/// faults showed up in the generator's profile).
+struct Shard {
+    lat: Histogram<u64>,
+    lag: Histogram<u64>,
+}
+
+static SHARDS: Mutex<Vec<Arc<Mutex<Shard>>>> = Mutex::new(Vec::new());
+
+thread_local! {
+    static MY_SHARD: Arc<Mutex<Shard>> = {
+        let s = Arc::new(Mutex::new(Shard { lat: stats::new_total(), lag: stats::new_total() }));
+        SHARDS.lock().expect("shards").push(s.clone());
+        s
+    };
+}
+
+#[inline]
+fn shard_record(which: impl Fn(&mut Shard) -> &mut Histogram<u64>, us: u64) {
+    MY_SHARD.with(|s| {
+        let mut g = s.lock().expect("shard");
+        let _ = which(&mut g).record(us.clamp(1, stats::MAX_US));
+    });
+}
+
+fn reset_shards() {
+    for s in SHARDS.lock().expect("shards").iter() {
+        let mut g = s.lock().expect("shard");
+        g.lat.reset();
+        g.lag.reset();
+    }
+}
+
+fn collect_shards() -> (Histogram<u64>, Histogram<u64>) {
+    let (mut lat, mut lag) = (stats::new_total(), stats::new_total());
+    for s in SHARDS.lock().expect("shards").iter() {
+        let g = s.lock().expect("shard");
+        let _ = lat.add(&g.lat);
+        let _ = lag.add(&g.lag);
+    }
+    (lat, lag)
 }
 
 static DELIVERED: AtomicU64 = AtomicU64::new(0);
@@ -153,8 +200,6 @@ struct ConnReport {
     stale: u64,
     foreign: u64,
     notices: BTreeMap<String, u64>,
-    lat: Histogram<u32>,
-    lag: Histogram<u32>,
     /// When the last counted delivery arrived (ns on the base clock).
     last_ns: u64,
     error: Option<String>,
@@ -172,8 +217,6 @@ impl ConnReport {
             stale: 0,
             foreign: 0,
             notices: BTreeMap::new(),
-            lat: stats::new_hist(),
-            lag: stats::new_hist(),
             last_ns: 0,
             error: None,
         }
@@ -261,7 +304,7 @@ impl RecvState {
         self.rep.last_ns = now;
         DELIVERED.fetch_add(1, Ordering::Relaxed);
         if c.send_ns >= self.warmup_until_ns {
-            stats::record(&mut self.rep.lat, now.saturating_sub(c.send_ns) / 1000);
+            shard_record(|s| &mut s.lat, now.saturating_sub(c.send_ns) / 1000);
         }
     }
 
@@ -347,7 +390,7 @@ async fn conn_task(mut ws: Ws, ctx: Ctx, mut rx: mpsc::UnboundedReceiver<Cmd>) {
                 while s.next <= now && s.next < s.end && batch < 256 {
                     let send_ns = now_ns();
                     proto::write_bench_message(&mut buf, s.phase, ctx.sender.unwrap_or(0), s.n, send_ns);
-                    stats::record(&mut st.rep.lag, (now - s.next).as_micros() as u64);
+                    shard_record(|s| &mut s.lag, (now - s.next).as_micros() as u64);
                     if let Err(e) = ws.feed(Message::text(buf.as_str())).await {
                         failed = Some(format!("send: {e}"));
                         break;
@@ -651,6 +694,47 @@ pub async fn run(a: FanoutArgs) -> Result<()> {
     );
     println!("{md}");
     stats::append_report(a.report.as_deref(), &md)?;
+    let pick = if a.search {
+        results.iter().rfind(|r| r.pass && Some(r.rate) == best)
+    } else {
+        results.first()
+    };
+    if let Some(r) = pick {
+        let j = serde_json::json!({
+            "bench": "fanout",
+            "label": a.label,
+            "search": a.search,
+            "p99_bound_ms": a.p99_ms,
+            "connections": a.connections,
+            "rooms": a.rooms,
+            "senders": a.senders,
+            "nodes": nodes,
+            "rate": r.rate,
+            "deliveries_per_s": r.deliveries_per_s,
+            "delivered": r.delivered,
+            "lost": r.lost,
+            "duplicated": r.duplicated,
+            "out_of_order": r.out_of_order + r.sender_reorder,
+            "p50_us": r.lat.p50,
+            "p99_us": r.lat.p99,
+            "p999_us": r.lat.p999,
+            "max_us": r.lat.max,
+            "node_cpu_s": r.node_cpu(),
+            "redis_cpu_s": r.redis_cpu,
+            "gen_cpu_s": r.gen_cpu,
+            "other_cpu_s": r.other_cpu,
+            "window_s": r.window,
+            "node_us_per_delivery": r.us_per_delivery(false),
+            "cluster_us_per_delivery": r.us_per_delivery(true),
+            "pass": r.pass,
+            "why": r.why,
+        });
+        stats::append_report(a.summary.as_deref(), &format!("{j}\n"))?;
+    } else if a.search {
+        let j = serde_json::json!({"bench": "fanout", "label": a.label, "search": true, "pass": false,
+            "why": "no rate passed", "p99_bound_ms": a.p99_ms});
+        stats::append_report(a.summary.as_deref(), &format!("{j}\n"))?;
+    }
     Ok(())
 }
 
@@ -685,6 +769,7 @@ async fn run_phase(
     if let Some(r) = redis {
         all.push(r.clone());
     }
+    reset_shards();
     let cpu0 = procfs::snap(&all);
     for h in handles {
         let _ = h.tx.send(Cmd::Start(cfg.clone()));
@@ -713,8 +798,7 @@ async fn run_phase(
             rxs.push(rx);
         }
     }
-    let mut lat = stats::new_total();
-    let mut lag = stats::new_total();
+    let (lat, lag) = collect_shards();
     let mut last_ns = 0u64;
     let mut r = RunResult {
         rate,
@@ -766,8 +850,6 @@ async fn run_phase(
             r.conn_errors += 1;
             r.first_error.get_or_insert(e);
         }
-        stats::merge(&mut lat, &c.lat);
-        stats::merge(&mut lag, &c.lag);
         last_ns = last_ns.max(c.last_ns);
     }
     // Deliveries per second over the time from the first send to the last

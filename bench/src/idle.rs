@@ -51,6 +51,9 @@ pub struct IdleArgs {
     /// Append the markdown result to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Append a one-line JSON summary to this file (read by `summary`).
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
     #[arg(long, default_value = "idle")]
     pub label: String,
 }
@@ -210,6 +213,13 @@ pub async fn run(a: IdleArgs) -> Result<()> {
             .arg(a.source_ips.to_string())
             .arg("--login-concurrency")
             .arg(a.login_concurrency.to_string())
+            .args(
+                if conn::DELAYED_ACK.load(std::sync::atomic::Ordering::Relaxed) {
+                    &[][..]
+                } else {
+                    &["--quickack"][..]
+                },
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -318,6 +328,18 @@ pub async fn run(a: IdleArgs) -> Result<()> {
     );
     println!("{md}");
     stats::append_report(a.report.as_deref(), &md)?;
+    for (n, w) in watched.iter().enumerate() {
+        let conns = (0..a.connections)
+            .filter(|i| i % targets.len() == n)
+            .count();
+        let per = (rss1[n] as f64 - rss0[n] as f64) / conns.max(1) as f64;
+        let j = serde_json::json!({
+            "bench": "idle", "label": a.label, "node": w.label, "connections": conns,
+            "logged_in": ok, "failed": failed, "rss_before": rss0[n], "rss_after": rss1[n],
+            "bytes_per_connection": per,
+        });
+        stats::append_report(a.summary.as_deref(), &format!("{j}\n"))?;
+    }
     if failed > 0 {
         bail!("{failed} idle logins failed");
     }

@@ -6,26 +6,9 @@ use hdrhistogram::Histogram;
 /// (and still counted).
 pub const MAX_US: u64 = 60_000_000;
 
-/// A per-connection histogram in µs, 3 significant digits, u32 counters
-/// (about 70 KB; 1000 connections ≈ 70 MB).
-pub fn new_hist() -> Histogram<u32> {
-    Histogram::new_with_bounds(1, MAX_US, 3).expect("histogram bounds")
-}
-
+/// A latency histogram in µs, 3 significant digits.
 pub fn new_total() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_US, 3).expect("histogram bounds")
-}
-
-#[inline]
-pub fn record(h: &mut Histogram<u32>, us: u64) {
-    let _ = h.record(us.clamp(1, MAX_US));
-}
-
-/// Adds a u32 histogram into a u64 total.
-pub fn merge(total: &mut Histogram<u64>, h: &Histogram<u32>) {
-    for v in h.iter_recorded() {
-        let _ = total.record_n(v.value_iterated_to(), v.count_at_value() as u64);
-    }
 }
 
 /// Latency summary in µs.

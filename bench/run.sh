@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# SwiftChat benchmarks on this machine, loopback only (see bench/README.md).
+#
+# Starts its own redis-server and two release-build nodes on free ports, and
+# runs, each on freshly started nodes and an emptied Redis:
+#   1. fanout at 114k deliveries/s (1000 connections, 10 rooms, 50 senders): p99
+#   2. fanout --search: the highest rate with p99 <= 50 ms and zero loss
+#   3. idle: 19,000 logged-in connections on node 1, RSS per connection
+#   4. connect: 10,000 logins on node 1, logins/s and handshake latency
+# then prints the tables and writes them to bench/results/latest.md.
+# Everything it starts is stopped on exit. Defaults finish in about 3 minutes
+# (plus the release build).
+#
+# Knobs (environment): ONLY="fanout search idle connect", FANOUT_SECS=10,
+# SEARCH_SECS=5, SEARCH_STEPS=8, SEARCH_START=2000 (msg/s; x100 members =
+# deliveries/s), IDLE_CONNS=19000, CONNECT_COUNT=10000, CONNECT_CONCURRENCY=64,
+# OUT=bench/results/latest.md, NO_BUILD=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ONLY=${ONLY:-"fanout search idle connect"}
+FANOUT_SECS=${FANOUT_SECS:-10}
+SEARCH_SECS=${SEARCH_SECS:-5}
+SEARCH_STEPS=${SEARCH_STEPS:-8}
+SEARCH_START=${SEARCH_START:-2000}
+IDLE_CONNS=${IDLE_CONNS:-19000}
+CONNECT_COUNT=${CONNECT_COUNT:-10000}
+CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-64}
+OUT=${OUT:-bench/results/latest.md}
+
+# One node holds up to ~19k sockets and the generator splits itself into
+# processes below the limit; both need the hard open-file limit (20,000 here).
+ulimit -n "$(ulimit -Hn)"
+
+# The per-connection rate limit (default 5 messages/s, burst 10) is meant for
+# people. The fan-out senders each send rate/50 messages per second (40/s at
+# 2,000 msg/s, hundreds per second while searching), so the benchmark raises
+# it out of the way; everything else is the shipped default configuration.
+export SWIFTCHAT_LIMITS__MESSAGES_PER_SECOND=1000000
+export SWIFTCHAT_LIMITS__MESSAGE_BURST=1000000
+
+if [[ -z "${NO_BUILD:-}" ]]; then
+    cargo build --release -p swiftchat --bin swiftchat -p swiftchat-bench
+fi
+SERVER=target/release/swiftchat
+BENCH=target/release/swiftchat-bench
+
+WORK=$(mktemp -d /tmp/swiftchat-bench.XXXXXX)
+REDIS_PID=""
+NODE_PIDS=()
+
+stop_nodes() {
+    local p
+    for p in "${NODE_PIDS[@]}"; do
+        kill -TERM "$p" 2>/dev/null || true
+    done
+    for p in "${NODE_PIDS[@]}"; do
+        # nodes drain within server.drain_secs (10 s); bounded wait, then kill
+        for _ in $(seq 1 150); do
+            kill -0 "$p" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    NODE_PIDS=()
+}
+
+cleanup() {
+    stop_nodes
+    if [[ -n "$REDIS_PID" ]]; then
+        kill -TERM "$REDIS_PID" 2>/dev/null || true
+        wait "$REDIS_PID" 2>/dev/null || true
+    fi
+    echo "logs: $WORK" >&2
+}
+trap cleanup EXIT
+
+USED_PORTS=" "
+free_port() {
+    local p
+    for _ in $(seq 1 200); do
+        p=$((20000 + RANDOM % 30000))
+        if [[ "$USED_PORTS" != *" $p "* ]] && [[ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]]; then
+            USED_PORTS="$USED_PORTS$p "
+            echo "$p"
+            return 0
+        fi
+    done
+    echo "no free port found" >&2
+    return 1
+}
+
+REDIS_PORT=$(free_port)
+NODE_PORTS=("$(free_port)" "$(free_port)")
+
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --logfile "$WORK/redis.log" &
+REDIS_PID=$!
+for _ in $(seq 1 100); do
+    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+    sleep 0.05
+done
+redis-cli -p "$REDIS_PORT" ping >/dev/null
+
+start_nodes() {
+    redis-cli -p "$REDIS_PORT" flushall >/dev/null
+    local n
+    for n in 0 1; do
+        "$SERVER" serve --bind "127.0.0.1:${NODE_PORTS[$n]}" \
+            --redis "redis://127.0.0.1:$REDIS_PORT" >>"$WORK/node$((n + 1)).log" 2>&1 &
+        NODE_PIDS+=($!)
+    done
+    for n in 0 1; do
+        for _ in $(seq 1 100); do
+            curl -sf "http://127.0.0.1:${NODE_PORTS[$n]}/readyz" >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+        curl -sf "http://127.0.0.1:${NODE_PORTS[$n]}/readyz" >/dev/null ||
+            { echo "node $((n + 1)) not ready; see $WORK/node$((n + 1)).log" >&2; exit 1; }
+    done
+}
+
+URL1="ws://127.0.0.1:${NODE_PORTS[0]}/ws"
+URL2="ws://127.0.0.1:${NODE_PORTS[1]}/ws"
+SUMMARY="$WORK/summary.jsonl"
+DETAILS="$WORK/details.md"
+: >"$SUMMARY"
+: >"$DETAILS"
+
+# Run one benchmark command: print it, record it, run it.
+bench() {
+    printf '\n`%s`\n\n' "$*" | sed "s#$PWD/##g" >>"$DETAILS"
+    echo "+ $*" >&2
+    local rc=0
+    "$@" --report "$DETAILS" --summary "$SUMMARY" || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        printf '\n**This run failed (exit %s); see the output above.**\n' "$rc" >>"$DETAILS"
+    fi
+}
+
+pids() { echo "node1=${NODE_PIDS[0]},node2=${NODE_PIDS[1]}"; }
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
+if [[ " $ONLY " == *" fanout "* ]]; then
+    start_nodes
+    bench "$BENCH" fanout --urls "$URL1,$URL2" --connections 1000 --rooms 10 --senders 50 \
+        --deliveries 114000 --duration "$FANOUT_SECS" \
+        --pids "$(pids)" --redis-pid "$REDIS_PID" --label "fanout-114k"
+    stop_nodes
+fi
+
+if [[ " $ONLY " == *" search "* ]]; then
+    start_nodes
+    bench "$BENCH" fanout --urls "$URL1,$URL2" --connections 1000 --rooms 10 --senders 50 \
+        --search --p99-ms 50 --rate "$SEARCH_START" --duration "$SEARCH_SECS" \
+        --max-steps "$SEARCH_STEPS" --pids "$(pids)" --redis-pid "$REDIS_PID" \
+        --label "fanout-search"
+    stop_nodes
+fi
+
+if [[ " $ONLY " == *" idle "* ]]; then
+    start_nodes
+    bench "$BENCH" idle --urls "$URL1" --connections "$IDLE_CONNS" --per-process 10000 \
+        --pids "node1=${NODE_PIDS[0]}" --label "idle-node1"
+    stop_nodes
+fi
+
+if [[ " $ONLY " == *" connect "* ]]; then
+    start_nodes
+    bench "$BENCH" connect --urls "$URL1" --count "$CONNECT_COUNT" \
+        --concurrency "$CONNECT_CONCURRENCY" --pids "node1=${NODE_PIDS[0]}" \
+        --redis-pid "$REDIS_PID" --label "connect-node1"
+    stop_nodes
+fi
+
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+mkdir -p "$(dirname "$OUT")"
+{
+    echo "# SwiftChat benchmark results"
+    echo
+    echo "- when: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
+    echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); load average before ${LOAD_BEFORE}, after ${LOAD_AFTER}"
+    echo "- command: \`$(env | grep -E '^(ONLY|FANOUT_SECS|SEARCH_SECS|SEARCH_STEPS|SEARCH_START|IDLE_CONNS|CONNECT_COUNT|CONNECT_CONCURRENCY)=' | tr '\n' ' ')bench/run.sh\`"
+    echo "- cluster: 2 nodes (\`swiftchat serve\`, release build, default config except SWIFTCHAT_LIMITS__MESSAGES_PER_SECOND/MESSAGE_BURST=1000000) + 1 redis-server $(redis-server --version | grep -o 'v=[0-9.]*'), generator on the same 2 cores"
+    echo "- \"other CPU\" is CPU used on the machine by anything but the nodes, redis and the generator during the run; if it is large, the run shared the cores."
+    echo
+    echo "## Summary"
+    echo
+    "$BENCH" summary --input "$SUMMARY"
+    echo
+    echo "## Details"
+    cat "$DETAILS"
+} >"$OUT"
+echo
+cat "$OUT"
+echo "written to $OUT" >&2

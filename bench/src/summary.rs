@@ -1,0 +1,120 @@
+//! `summary`: one table of the issue's targets against the JSON lines that
+//! `fanout`, `idle` and `connect` appended with `--summary`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::stats::{fmt_n, fmt_us};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SummaryArgs {
+    /// The JSON-lines file written with --summary.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Append the table to this file too.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "**no**"
+    }
+}
+
+pub fn run(a: SummaryArgs) -> Result<()> {
+    let text =
+        std::fs::read_to_string(&a.input).with_context(|| format!("read {}", a.input.display()))?;
+    let mut rows = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).with_context(|| format!("bad line {line}"))?;
+        let label = v["label"].as_str().unwrap_or("").to_owned();
+        match v["bench"].as_str() {
+            Some("fanout") if v["search"].as_bool() == Some(true) => {
+                if v["pass"].as_bool() != Some(true) {
+                    rows.push(format!(
+                        "| {label} | highest rate with p99 <= {} ms, zero loss | >= 500,000 deliveries/s, or <= 1 µs server CPU per delivery | no rate passed | **no** |",
+                        f(&v, "p99_bound_ms")
+                    ));
+                    continue;
+                }
+                let d = f(&v, "deliveries_per_s");
+                let node = f(&v, "node_us_per_delivery");
+                let cluster = f(&v, "cluster_us_per_delivery");
+                rows.push(format!(
+                    "| {label} | highest rate with p99 <= {} ms, zero loss | >= 500,000 deliveries/s | {} deliveries/s (p99 {}) | {} |",
+                    f(&v, "p99_bound_ms"),
+                    fmt_n(d),
+                    fmt_us(f(&v, "p99_us") as u64),
+                    yes(d >= 500_000.0)
+                ));
+                rows.push(format!(
+                    "| {label} | server CPU per delivery at that rate (nodes; nodes + redis) | <= 1 µs | {node:.2} µs; {cluster:.2} µs (generator used {:.2} s, everything else {:.2} s, in {:.1} s) | {} |",
+                    f(&v, "gen_cpu_s"),
+                    f(&v, "other_cpu_s"),
+                    f(&v, "window_s"),
+                    yes(node <= 1.0)
+                ));
+            }
+            Some("fanout") => {
+                let p99 = f(&v, "p99_us");
+                let lost = f(&v, "lost");
+                rows.push(format!(
+                    "| {label} | p99 at {} deliveries/s ({} msg/s), zero loss | <= 2 ms at 114k deliveries/s | p99 {}, p99.9 {}, lost {}, {:.2} µs server CPU per delivery | {} |",
+                    fmt_n(f(&v, "deliveries_per_s")),
+                    fmt_n(f(&v, "rate")),
+                    fmt_us(p99 as u64),
+                    fmt_us(f(&v, "p999_us") as u64),
+                    lost,
+                    f(&v, "node_us_per_delivery"),
+                    yes(p99 <= 2000.0 && lost == 0.0)
+                ));
+            }
+            Some("idle") => {
+                let per = f(&v, "bytes_per_connection");
+                let conns = f(&v, "connections");
+                let failed = f(&v, "failed");
+                rows.push(format!(
+                    "| {label} | RSS per idle logged-in connection, {} on {} | <= 6 KB, 19,000 connections on one node | {:.2} KB ({} connections, {} failed) | {} |",
+                    fmt_n(conns),
+                    v["node"].as_str().unwrap_or("?"),
+                    per / 1000.0,
+                    fmt_n(conns),
+                    failed,
+                    yes(per <= 6000.0 && conns >= 19_000.0 && failed == 0.0)
+                ));
+            }
+            Some("connect") => {
+                let lps = f(&v, "logins_per_s");
+                rows.push(format!(
+                    "| {label} | logins per second on {} node(s) | >= 15,000 logins/s on one node | {} logins/s (p99 {}, {} failed, {:.0} µs node CPU per login) | {} |",
+                    v["nodes"],
+                    fmt_n(lps),
+                    fmt_us(f(&v, "p99_us") as u64),
+                    v["failed"],
+                    f(&v, "node_cpu_us_per_login"),
+                    yes(lps >= 15_000.0 && v["nodes"].as_u64() == Some(1))
+                ));
+            }
+            _ => {}
+        }
+    }
+    let mut md = String::from(
+        "| run | measure | target (issue 5) | measured | met |\n|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        md.push_str(&r);
+        md.push('\n');
+    }
+    println!("{md}");
+    crate::stats::append_report(a.report.as_deref(), &md)?;
+    Ok(())
+}
