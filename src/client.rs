@@ -187,6 +187,7 @@ fn field(d: &Value, key: &str) -> String {
 #[derive(Debug, Default)]
 struct View {
     logged_in: bool,
+    name: String,
     room: String,
 }
 
@@ -261,11 +262,20 @@ impl View {
                     event.lines.push(format!("* now in room {room}"));
                 }
                 self.room = room;
+                let name = field(me, "name");
+                if !name.is_empty() {
+                    self.name = name;
+                }
             }
             7 => {
                 let code = field(d, "code");
                 let message = field(d, "message");
                 let error = d.get("error").and_then(Value::as_bool).unwrap_or(false);
+                let user = field(d, "user");
+                if code == "joined" && user.eq_ignore_ascii_case(&self.name) {
+                    // Our own arrival: the login or "now in room" line said it.
+                    return event;
+                }
                 let text = match code.as_str() {
                     "joined" => format!("* {} joined {}", field(d, "user"), field(d, "room")),
                     "left" => format!("* {} left {}", field(d, "user"), field(d, "room")),
@@ -318,6 +328,11 @@ mod tests {
             ),
             ["* cy joined general"]
         );
+        assert!(lines(
+            &mut v,
+            json!({"op":7,"d":{"code":"joined","error":false,"message":"","room":"general","user":"ADA"}})
+        )
+        .is_empty());
         assert_eq!(
             lines(
                 &mut v,

@@ -177,7 +177,14 @@ def test_two_people_chat_switch_rooms_ban_and_shutdown(node, browsers):
     type_line(alice, "Hi bob! Ready for the release?")
     wait_until(bob, lambda d: has_message(d, "alice", "Hi bob! Ready for the release?", "general"),
                "bob receives alice's message")
+    mention = bob.find_element(By.CSS_SELECTOR, '#messages .msg[data-author="alice"]')
+    assert "mention" in mention.get_attribute("class").split(), "bob's name in a message is highlighted for bob"
     type_line(bob, "Almost, the changelog is at https://example.com/changes")
+    box = bob.find_element(By.ID, "message-input")
+    box.send_keys(Keys.ARROW_UP)  # recalls what bob sent last
+    assert box.get_attribute("value") == "Almost, the changelog is at https://example.com/changes"
+    box.send_keys(Keys.ARROW_DOWN)
+    assert box.get_attribute("value") == ""
     wait_until(alice, lambda d: has_message(d, "bob", "Almost, the changelog is at https://example.com/changes"),
                "alice receives bob's message")
     msg = [m for m in messages(alice) if m["author"] == "bob"][0]
