@@ -4,7 +4,8 @@
 # (tests/examples), each against a real node started by the tests.
 #
 # Uses a virtualenv in target/py-venv with tests/requirements.txt, and the
-# debug binary target/debug/swiftchat (built here when needed).
+# debug binary target/debug/swiftchat (built here when needed; honours
+# CARGO_TARGET_DIR).
 # Needs: python3 (3.10+, with venv), chromium and chromedriver (Debian:
 # apt-get install -y chromium chromium-driver), node >= 20 for the JS example.
 # Extra arguments go to pytest, e.g. `-k js` or `-x`.
@@ -38,7 +39,10 @@ fi
 echo "== Building target/debug/swiftchat"
 cargo build --locked --bin swiftchat
 
-export TEST_SWIFTCHAT_BIN="$PWD/target/debug/swiftchat"  # not SWIFTCHAT_*: the node reads those as config
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+# Not SWIFTCHAT_*: the node reads every such variable as configuration.
+export TEST_SWIFTCHAT_BIN="$target_dir/debug/swiftchat"
 export PYTHONDONTWRITEBYTECODE=1
 export SE_OFFLINE=true   # Selenium must use /usr/bin/chromedriver, never download one
 echo "== pytest tests/browser tests/examples"
