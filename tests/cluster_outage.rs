@@ -333,6 +333,107 @@ async fn killed_subscriber_connection_resubscribes() {
         report("subscriber flapping stopped: /readyz 200", took);
         a.send_message("settled").await;
         b.recv_until(&expect::message("SubKillA", "settled")).await;
+
+        // The Redis metrics are exported (one recorder per process).
+        let metrics = common::http::get(cluster.node(1).addr(), "/metrics")
+            .await
+            .body;
+        for name in [
+            "swiftchat_redis_commands_total",
+            "swiftchat_redis_command_seconds",
+            "swiftchat_redis_reconnects_total",
+            "swiftchat_redis_subscriptions",
+            "swiftchat_redis_publish_to_deliver_seconds",
+        ] {
+            assert!(metrics.contains(name), "{name} missing from /metrics");
+        }
+    })
+    .await
+}
+
+/// Strings of an array reply.
+fn strings(reply: Resp) -> Vec<String> {
+    let Resp::Array(Some(items)) = reply else {
+        panic!("expected an array, got {reply:?}");
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            Resp::Bulk(Some(s)) => s,
+            other => panic!("expected a string, got {other:?}"),
+        })
+        .collect()
+}
+
+/// A node that other nodes presumed dead and reaped (a partition longer
+/// than the ttl, while Redis kept its data) writes its users back, and
+/// moves its members out of a room deleted meanwhile. The reaping and the
+/// deletion are done here by hand, as the other nodes would have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reaped_node_reregisters_and_evacuates_deleted_rooms() {
+    bounded(async {
+        let cluster = Cluster::start_with(1, |c| {
+            c.redis.heartbeat_secs = 1;
+            c.redis.node_ttl_secs = 3;
+        })
+        .await;
+        let redis = &cluster.redis;
+        let mut a = cluster.node(0).login("ReapA").await;
+        a.create_room("goneroom").await;
+        let mut b = cluster.node(0).login("ReapB").await;
+        b.create_room("stayroom").await;
+        let mut c = cluster.node(0).login("ReapC").await;
+        for client in [&mut a, &mut b] {
+            client.settle().await;
+        }
+
+        let nodes = strings(redis.cmd(&["ZRANGE", "swiftchat:nodes", "0", "-1"]));
+        assert_eq!(nodes.len(), 1, "{nodes:?}");
+        let node = &nodes[0];
+        let users_key = format!("swiftchat:node:{node}:users");
+        let listed = strings(redis.cmd(&["HGETALL", &users_key]));
+        assert_eq!(listed.len(), 6, "3 users with their rooms: {listed:?}");
+        for pair in listed.chunks(2) {
+            redis.cmd(&["HDEL", "swiftchat:names", &pair[0]]);
+            redis.cmd(&["HDEL", &format!("swiftchat:members:{}", pair[1]), &pair[0]]);
+        }
+        for cmd in [
+            vec!["DEL", users_key.as_str()],
+            vec!["ZREM", "swiftchat:nodes", node.as_str()],
+            vec!["DEL", &format!("swiftchat:node:{node}:token")],
+            vec![
+                "DEL",
+                "swiftchat:room:goneroom",
+                "swiftchat:members:goneroom",
+            ],
+            vec!["SREM", "swiftchat:rooms", "goneroom"],
+        ] {
+            redis.cmd(&cmd);
+        }
+        let reaped = Instant::now();
+
+        a.recv_until_within(&expect::room_state("goneroom", "deleted"), FIVE_SECONDS)
+            .await;
+        a.recv_until(&expect::cache_in("general")).await;
+        report(
+            "reaped node: member of a deleted room moved out",
+            reaped.elapsed(),
+        );
+        let (took, v) = wait_cache(&mut c, FIVE_SECONDS, "users written back", |v| {
+            v["users"] == 3 && room_users(v, "stayroom") == 1 && room_users(v, "general") == 2
+        })
+        .await;
+        assert!(common::room_entry(&v, "goneroom").is_none(), "{v}");
+        report(
+            "reaped node: names and counts written back",
+            reaped.elapsed().max(took),
+        );
+        let mut impostor = Client::connect(cluster.node(0).addr()).await;
+        impostor
+            .send_identify(serde_json::json!({"name": "ReapB"}))
+            .await;
+        impostor.recv_until(&expect::notice("name_taken")).await;
+        b.roundtrip("still in stayroom").await;
     })
     .await
 }
