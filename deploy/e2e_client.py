@@ -10,7 +10,8 @@ balancer's view from its stats page the same way, so no test traffic leaves
 loopback and the project's own containers.
 
 Steps (each must pass, in order):
-  up3      `compose up -d`: 3 replicas by default, all UP in HAProxy
+  up3      `compose up -d`: 3 replicas by default, all UP in HAProxy; through
+           the LB /healthz /readyz / answer 200, /metrics and /admin/ 403
   spread   6 clients through the LB land on all 3 replicas (node /metrics)
   chat     a message from each client reaches all clients, same seq
   scale5   `compose up -d --scale swiftchat=5`: 2 new replicas UP in HAProxy
@@ -21,6 +22,8 @@ Steps (each must pass, in order):
   rolling  deploy/rolling-restart.sh: every replica drains in turn; its
            clients get SHUTDOWN reconnect:true + 1001 and come back; no
            client lost
+  scale3   `compose up -d --scale swiftchat=3`: the removed replicas drain,
+           HAProxy drops them (3 UP), their clients come back, users == N
   shutdown `compose exec swiftchat swiftchat shutdown --reason ...`: every
            client gets SHUTDOWN reconnect:false + close 1001; every running
            SwiftChat container exits 0 and stays down
@@ -35,6 +38,8 @@ import random
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -146,6 +151,17 @@ def lb_server_count():
 
 def container_ip(cid):
     return inspect(cid, "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}").split()[0]
+
+
+def lb_http(method, path):
+    """Status of an HTTP request to the load balancer on 127.0.0.1."""
+    req = urllib.request.Request(f"http://127.0.0.1:{LB_PORT}{path}", method=method,
+                                 data=b"{}" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
 
 
 def dump_logs():
@@ -367,6 +383,10 @@ async def main():
         took = await wait_lb_up(3)
         cids = await asyncio.to_thread(containers)
         check(len(cids) == 3, f"expected 3 replicas by default, got {len(cids)}")
+        for method, path, want in [("GET", "/healthz", 200), ("GET", "/readyz", 200), ("GET", "/", 200),
+                                   ("GET", "/metrics", 403), ("POST", "/admin/shutdown", 403)]:
+            got = await asyncio.to_thread(lb_http, method, path)
+            check(got == want, f"{method} {path} through the LB answered {got}, expected {want}")
         passed.append("up3")
         notes.append(f"up3 {time.monotonic() - t:.0f}s")
         log(f"up: 3 replicas UP in HAProxy after {time.monotonic() - t:.1f}s (LB wait {took:.1f}s)")
@@ -461,6 +481,34 @@ async def main():
             f"every client got SHUTDOWN reconnect:true + 1001, came back, users == {len(clients)}")
         await wait_lb_up(len(await asyncio.to_thread(containers)))
 
+        # ---- scale down to 3
+        step = "scale3"
+        t = time.monotonic()
+        before = set(await asyncio.to_thread(containers))
+        logins_before = {c.name: c.logins for c in clients}
+        shut_before = {c.name: len(c.shutdowns) for c in clients}
+        await asyncio.to_thread(compose, "up", "-d", "--no-build", "--no-recreate", "--scale", f"{SERVICE}=3", timeout=300)
+        await wait_lb_up(3)
+        gone = before - set(await asyncio.to_thread(containers))
+        check(gone, "scaling to 3 stopped no running replica")
+        took = await converge(clients, len(clients), CONVERGE_SECS)
+        per_node = await spread()
+        check(sum(per_node.values()) == len(clients), f"connections after scale-down: {per_node}")
+        # compose removed the containers, so their exit status is gone; that
+        # they drained shows in what their clients got: SHUTDOWN
+        # reconnect:true (not a dropped socket), then a new login elsewhere
+        moved = [c for c in clients if c.logins > logins_before[c.name]]
+        check(moved, "no client was on the removed replicas")
+        for c in moved:
+            new = c.shutdowns[shut_before[c.name]:]
+            check(new and new[-1].get("reconnect") is True, f"{c.name}: moved without SHUTDOWN reconnect:true ({new})")
+        await chat_round(clients, [clients[1], clients[-2]], "scaled-down")
+        passed.append("scale3")
+        notes.append(f"scale3 {time.monotonic() - t:.0f}s")
+        log(f"scale to 3: {len(gone)} replica(s) drained ({len(moved)} clients got SHUTDOWN reconnect:true "
+            f"and came back), HAProxy has 3 UP, "
+            f"users == {len(clients)} on all clients; connections {sorted(per_node.values())}")
+
         # ---- cluster-wide shutdown
         step = "shutdown"
         running = await asyncio.to_thread(containers)
@@ -492,11 +540,13 @@ async def main():
         await asyncio.to_thread(dump_logs)
         print(f"e2e: FAIL at {step} after {time.monotonic() - T0:.0f}s; passed: {' '.join(passed) or 'none'}; {e}",
               flush=True)
+        print(f"E2E_STEPS {len(passed)} 1", flush=True)
         return 1
     finally:
         for c in clients:
             await c.stop()
-    print(f"e2e: PASS {len(passed)}/7 steps ({' '.join(passed)}) with {len(clients)} clients in "
+    print(f"E2E_STEPS {len(passed)} 0", flush=True)
+    print(f"e2e: PASS {len(passed)}/{len(passed)} steps ({' '.join(passed)}) with {len(clients)} clients in "
           f"{time.monotonic() - T0:.0f}s; " + "; ".join(notes), flush=True)
     return 0
 
