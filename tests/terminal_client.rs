@@ -26,7 +26,15 @@ impl Node {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        // The node reads every SWIFTCHAT_* variable as configuration and stops
+        // on an unknown one: none may leak in from the caller's environment.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("SWIFTCHAT_") {
+                cmd.env_remove(key);
+            }
+        }
+        let child = cmd
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
             .env("SWIFTCHAT_ADMIN__SHUTDOWN_KEY", KEY)
             .env("SWIFTCHAT_AUTH__JWT_SECRET", "terminal-test-secret")

@@ -334,6 +334,10 @@ async def _main(argv: list[str]) -> int:
 
     async def read_stdin() -> None:
         loop = asyncio.get_running_loop()
+        try:
+            await chat.wait_logged_in(timeout=None)
+        except LoginRefused:
+            return  # run() reports it
         while True:
             line = await loop.run_in_executor(None, sys.stdin.readline)
             if not line:
