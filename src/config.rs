@@ -293,7 +293,9 @@ impl Config {
 
     /// Extracts and validates.
     pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(ConfigError::Figment)?;
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Figment(Box::new(e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -361,7 +363,7 @@ impl Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration error: {0}")]
-    Figment(figment::Error),
+    Figment(Box<figment::Error>),
     #[error("configuration error: {0}")]
     Invalid(String),
 }

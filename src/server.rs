@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
@@ -114,7 +115,15 @@ async fn run(
 ) -> anyhow::Result<()> {
     let stopping = chat.shutdown.token().clone();
     let http = tokio::spawn(
-        axum::serve(listener, app)
+        // Chat frames are small and latency-bound: no Nagle delay.
+        axum::serve(
+            listener.tap_io(|tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "could not set TCP_NODELAY");
+                }
+            }),
+            app,
+        )
             .with_graceful_shutdown(stopping.clone().cancelled_owned())
             .into_future(),
     );
