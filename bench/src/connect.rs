@@ -47,6 +47,10 @@ pub struct ConnectArgs {
     /// Append a one-line JSON summary to this file (read by `summary`).
     #[arg(long)]
     pub summary: Option<PathBuf>,
+    /// Before starting, wait up to this many seconds for the rest of the
+    /// machine to go quiet (below 0.1 core); 0: don't.
+    #[arg(long, default_value_t = 0.0)]
+    pub quiet_wait: f64,
     #[arg(long, default_value = "connect")]
     pub label: String,
 }
@@ -93,6 +97,12 @@ pub async fn run(a: ConnectArgs) -> Result<()> {
         targets.len(),
         a.concurrency
     );
+    if a.quiet_wait > 0.0 {
+        let other = procfs::wait_quiet(&all, Duration::from_secs_f64(a.quiet_wait), 0.1).await;
+        if other >= 0.1 {
+            eprintln!("connect: machine not quiet ({other:.2} other cores busy); running anyway");
+        }
+    }
     let cpu0 = procfs::snap(&all);
     let t0 = Instant::now();
     let mut set = tokio::task::JoinSet::new();

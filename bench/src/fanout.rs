@@ -105,6 +105,14 @@ pub struct FanoutArgs {
     /// Append a one-line JSON summary to this file (read by `summary`).
     #[arg(long)]
     pub summary: Option<PathBuf>,
+    /// Before each run, wait up to this many seconds for the rest of the
+    /// machine to go quiet (other processes below --quiet-cores); 0: don't.
+    #[arg(long, default_value_t = 0.0)]
+    pub quiet_wait: f64,
+    /// What counts as quiet: CPU used by everything but the watched
+    /// processes and the generator, in cores.
+    #[arg(long, default_value_t = 0.1)]
+    pub quiet_cores: f64,
     /// A label for the report section.
     #[arg(long, default_value = "fanout")]
     pub label: String,
@@ -748,6 +756,17 @@ async fn run_phase(
     redis: Option<&Watched>,
     bound_us: u64,
 ) -> Result<RunResult> {
+    let mut all: Vec<Watched> = watched.to_vec();
+    if let Some(r) = redis {
+        all.push(r.clone());
+    }
+    if a.quiet_wait > 0.0 {
+        let other =
+            procfs::wait_quiet(&all, Duration::from_secs_f64(a.quiet_wait), a.quiet_cores).await;
+        if other >= a.quiet_cores {
+            eprintln!("fanout: machine not quiet ({other:.2} other cores busy); running anyway");
+        }
+    }
     DELIVERED.store(0, Ordering::SeqCst);
     EXPECTED.store(0, Ordering::SeqCst);
     SENDERS_DONE.store(0, Ordering::SeqCst);
@@ -765,10 +784,6 @@ async fn run_phase(
         warmup_until_ns: (warm - base()).as_nanos() as u64,
         max_n: (a.duration / interval.as_secs_f64()).ceil() as u64 + 2,
     });
-    let mut all: Vec<Watched> = watched.to_vec();
-    if let Some(r) = redis {
-        all.push(r.clone());
-    }
     reset_shards();
     let cpu0 = procfs::snap(&all);
     for h in handles {

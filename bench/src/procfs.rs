@@ -117,3 +117,21 @@ pub fn snap(watched: &[Watched]) -> CpuSnap {
         machine: machine_busy_seconds(),
     }
 }
+
+/// Waits (at most `max_wait`) until, over a 1-second window, everything on
+/// the machine other than `watched` and this process used less than
+/// `max_other` cores. Returns the "other" load of the last window, in cores.
+/// Used so that a benchmark shares the machine only with what it measures.
+pub async fn wait_quiet(watched: &[Watched], max_wait: std::time::Duration, max_other: f64) -> f64 {
+    let deadline = std::time::Instant::now() + max_wait;
+    let mut before = snap(watched);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let now = snap(watched);
+        let other = now.other_since(&before);
+        if other < max_other || std::time::Instant::now() >= deadline {
+            return other;
+        }
+        before = now;
+    }
+}
