@@ -119,6 +119,7 @@ async fn invalid_names_are_refused(backend: Backend) {
         " lead",
         "tab\t",
     ];
+    let mut seen = Vec::new();
     for (i, name) in bad.iter().enumerate() {
         let mut c = node.connect().await;
         if i % 2 == 0 {
@@ -132,12 +133,16 @@ async fn invalid_names_are_refused(backend: Backend) {
         c.send_json(json!({"op": 6, "d": null})).await;
         c.expect_notice("not_logged_in").await;
         // Another try with a valid name succeeds on the same connection.
-        c.identify(&unique("retry")).await;
+        let retry = unique("retry");
+        c.identify(&retry).await;
         c.close().await;
+        // (Wait for its `left` so that the next login sees no stray notice.)
+        seen.extend(w.collect_until(&expect::left(&retry, "general")).await);
     }
     // Only the retries (valid names) reached the room: no `joined` for a
     // refused name, no message.
-    let frames = w.settle().await;
+    let mut frames = seen;
+    frames.extend(w.settle().await);
     for f in &frames {
         let ok = f["op"] == 7
             && (f["d"]["code"] == "joined" || f["d"]["code"] == "left")

@@ -299,6 +299,31 @@ impl Client {
         }
     }
 
+    /// Like [`Client::recv_until`], but returns every frame read, the
+    /// matching one last.
+    pub async fn collect_until(&mut self, e: &Expect) -> Vec<Value> {
+        let deadline = Instant::now() + self.timeout;
+        let mut frames = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv_event_within(left).await {
+                Event::Json(v) => {
+                    let done = e.matches(&v);
+                    frames.push(v);
+                    if done {
+                        return frames;
+                    }
+                }
+                other => panic!(
+                    "[{}] waiting for {}, got {other:?}; frames before: {}",
+                    self.label,
+                    e.desc,
+                    show(&frames)
+                ),
+            }
+        }
+    }
+
     /// Reads frames until the connection is closed; the close frame must
     /// carry `code`. Frames received before the close are returned (they
     /// are not checked). Panics if the stream ends without a close frame, on
