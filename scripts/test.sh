@@ -20,7 +20,7 @@ if [ -f tests/run_python_tests.sh ]; then
 fi
 
 if [ -f deploy/e2e.sh ]; then
-  if docker info >/dev/null 2>&1 && [ "${SWIFTCHAT_SKIP_DOCKER:-0}" != 1 ]; then
+  if docker info >/dev/null 2>&1 && [ "${SKIP_DOCKER_E2E:-0}" != 1 ]; then
     echo "== Deployment: docker compose cluster behind the load balancer"
     bash deploy/e2e.sh
   else

@@ -278,6 +278,31 @@ pub fn notice(code: NoticeCode, message: &str, room: Option<&str>, user: Option<
     )
 }
 
+/// The answer to `\users`: a NOTICE `info` whose extra field `users` lists
+/// the members, so clients need not parse `message`.
+pub fn users_notice(message: &str, room: &str, users: &[String]) -> Frame {
+    #[derive(Serialize)]
+    struct D<'a> {
+        code: NoticeCode,
+        error: bool,
+        message: &'a str,
+        room: &'a str,
+        user: Option<&'a str>,
+        users: &'a [String],
+    }
+    frame(
+        op::NOTICE,
+        D {
+            code: NoticeCode::Info,
+            error: false,
+            message,
+            room,
+            user: None,
+            users,
+        },
+    )
+}
+
 /// ROOM_STATE (op 2).
 pub fn room_state(room: &str, reason: RoomStateReason) -> Frame {
     #[derive(Serialize)]

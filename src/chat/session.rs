@@ -612,11 +612,9 @@ impl Session {
     async fn list_users(&mut self) -> Flow {
         let room = self.current_room();
         let users = try_backplane!(self, self.chat.backplane.room_members(&room));
-        self.info(&format!(
-            "Users in {room} ({}): {}",
-            users.len(),
-            users.join(", ")
-        ));
+        let message = format!("Users in {room} ({}): {}", users.len(), users.join(", "));
+        self.conn
+            .send(protocol::users_notice(&message, &room, &users));
         Flow::Continue
     }
 
