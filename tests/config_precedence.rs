@@ -333,3 +333,36 @@ async fn logs_carry_no_contents_or_secrets() {
         assert!(!out.contains(s), "the logs contain the {what}:\n{out}");
     }
 }
+
+/// `--redis URL` (flag) wins over `SWIFTCHAT_REDIS__URL` (env): the env
+/// URL points nowhere, the flag at a real Redis that then holds the node's
+/// keys (all under `redis.key_prefix`, default `swiftchat`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_flag_overrides_env() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dead = format!("redis://127.0.0.1:{}", binary::free_port());
+    let mut cmd = binary::command(dir.path());
+    cmd.args(["serve", "--bind", "127.0.0.1:0", "--redis", &redis.url()])
+        .env("SWIFTCHAT_REDIS__URL", &dead);
+    let (p, _, cache) = start_and_cache(cmd).await;
+    assert_eq!(cache["me"]["name"], "Probe");
+    let keys = redis.cmd(&["KEYS", "*"]);
+    let common::redis_server::Resp::Array(Some(keys)) = keys else {
+        panic!("KEYS answered {keys:?}");
+    };
+    assert!(
+        !keys.is_empty(),
+        "the node wrote nothing to the Redis given by --redis"
+    );
+    for k in &keys {
+        let common::redis_server::Resp::Bulk(Some(k)) = k else {
+            panic!("{k:?}")
+        };
+        assert!(
+            k.starts_with("swiftchat"),
+            "key {k} does not start with redis.key_prefix"
+        );
+    }
+    drop(p);
+}

@@ -31,6 +31,7 @@ backend_tests!(
     fragmented_message_within_the_limit_is_accepted,
     slow_consumer_closes_4009,
     max_connections_refuses_upgrade_with_503,
+    silent_clients_are_dropped_after_ping_timeout,
 );
 
 /// Sends each payload on `c` and expects NOTICE bad_payload for each;
@@ -476,4 +477,36 @@ async fn max_connections_refuses_upgrade_with_503(backend: Backend) {
     .await;
     let mut c = ok.expect("a slot did not free up within 2 s after a connection closed");
     c.identify("Third").await;
+}
+
+/// "The server pings every ping_interval and closes a connection that has
+/// not answered (pong or any frame) within ping_timeout." A client that
+/// reads (tungstenite answers pings) stays; one that never reads goes.
+async fn silent_clients_are_dropped_after_ping_timeout(backend: Backend) {
+    let node = TestNode::start(backend, |c| {
+        c.limits.ping_interval_secs = 1;
+        c.limits.ping_timeout_secs = 2;
+    })
+    .await;
+    let mut w = node.login("Reader").await;
+    let silent = node.login("Silent").await;
+    w.expect(&expect::joined("Silent", "general")).await;
+    // The silent client neither reads nor writes from now on. The reader
+    // keeps reading (and so answers pings) while it waits.
+    let start = std::time::Instant::now();
+    w.recv_until_within(&expect::left("Silent", "general"), Duration::from_secs(6))
+        .await;
+    let t = start.elapsed();
+    assert!(
+        t >= Duration::from_millis(1500),
+        "dropped after {t:?}, before ping_timeout (2 s)"
+    );
+    // The reader, idle but answering pings, outlived the timeout.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut w2 = w;
+    w2.set_timeout(Duration::from_secs(5));
+    // Keep reading through one more ping period before the roundtrip.
+    w2.assert_no_frame_within(Duration::from_millis(1500)).await;
+    w2.roundtrip("idle reader kept").await;
+    drop(silent);
 }
