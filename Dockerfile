@@ -6,12 +6,14 @@
 # put it into the very same runtime stage (see docs/deployment.md):
 #     deploy/images.sh                    # swiftchat/debian:bookworm-slim from Debian packages
 #     cargo build --release --locked --bin swiftchat
-#     docker build --target runtime-prebuilt \
-#         --build-arg RUNTIME_BASE=swiftchat/debian:bookworm-slim -t swiftchat/swiftchat:local .
+#     docker build --target runtime-base \
+#         --build-arg RUNTIME_BASE=swiftchat/debian:bookworm-slim -t swiftchat/runtime-base:local .
+#     docker build -f deploy/prebuilt.Dockerfile -t swiftchat/swiftchat:local .
 #
-# Stage order matters for the classic builder (Docker without BuildKit), which
-# builds every stage up to --target: runtime-base and runtime-prebuilt come
-# first, so `--target runtime-prebuilt` never touches the Rust image.
+# runtime-base comes first because the classic builder (Docker without
+# BuildKit) builds every stage up to --target: `--target runtime-base` never
+# touches the Rust image. The prebuilt variant lives in its own file for the
+# same reason: as a stage here, every normal build would need a host binary.
 
 ARG RUST_IMAGE=rust:1.88-slim-bookworm
 ARG RUNTIME_BASE=debian:bookworm-slim
@@ -50,17 +52,6 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
 # Exec form: swiftchat is PID 1 and receives SIGTERM itself.
 ENTRYPOINT ["/usr/local/bin/swiftchat"]
 CMD ["serve"]
-
-# ---------------------------------------------------------------------------
-# runtime-prebuilt: the runtime with a binary built on the host
-# (`cargo build --release --locked --bin swiftchat` on a glibc >= 2.36 system
-# such as Debian 12). PREBUILT names it inside the build context;
-# .dockerignore lets only target/release/swiftchat and target/docker/ of
-# target/ through. deploy/e2e.sh passes a copy stripped of debug info
-# (target/docker/swiftchat), as the builder stage does.
-FROM runtime-base AS runtime-prebuilt
-ARG PREBUILT=target/release/swiftchat
-COPY ${PREBUILT} /usr/local/bin/swiftchat
 
 # ---------------------------------------------------------------------------
 # builder: compiles in a Rust >= 1.88 image. Dependencies are built first

@@ -2,7 +2,7 @@
 # End-to-end test of the deployment on the local Docker engine, offline:
 #   1. base images from Debian packages (deploy/images.sh), the SwiftChat
 #      binary built on the host and put into the Dockerfile's runtime stage
-#      (target runtime-prebuilt);
+#      (--target runtime-base, then deploy/prebuilt.Dockerfile);
 #   2. the real docker-compose.yml under a unique project name, exercised by
 #      deploy/e2e_client.py (3 replicas, spread, chat, scale to 5, kill one,
 #      rolling restart, cluster-wide shutdown);
@@ -67,7 +67,7 @@ cleanup() {
         return $rc
     fi
     $DC down -v --remove-orphans -t 5 >"$WORK/down.log" 2>&1 || cat "$WORK/down.log"
-    [ "$built_image" = 1 ] && docker rmi "$APP_IMAGE" >/dev/null 2>&1
+    [ "$built_image" = 1 ] && docker rmi "$APP_IMAGE" "$APP_IMAGE-base" >/dev/null 2>&1
     left=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT"; \
            docker network ls -q --filter "label=com.docker.compose.project=$PROJECT"; \
            docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT")
@@ -99,9 +99,14 @@ t=$(date +%s)
 mkdir -p target/docker
 strip --strip-debug -o target/docker/swiftchat target/release/swiftchat 2>/dev/null \
     || cp target/release/swiftchat target/docker/swiftchat
-docker build --target runtime-prebuilt --build-arg RUNTIME_BASE=swiftchat/debian:bookworm-slim \
-    --build-arg PREBUILT=target/docker/swiftchat -t "$APP_IMAGE" . >"$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log"; fail "docker build --target runtime-prebuilt"; }
+# the Dockerfile's runtime stage, then the host binary on top of it
+docker build --target runtime-base --build-arg RUNTIME_BASE=swiftchat/debian:bookworm-slim \
+    -t "$APP_IMAGE-base" . >"$WORK/build.log" 2>&1 \
+    || { tail -30 "$WORK/build.log"; fail "docker build --target runtime-base"; }
 built_image=1
+docker build -f deploy/prebuilt.Dockerfile --build-arg BASE="$APP_IMAGE-base" \
+    --build-arg PREBUILT=target/docker/swiftchat -t "$APP_IMAGE" . >>"$WORK/build.log" 2>&1 \
+    || { tail -30 "$WORK/build.log"; fail "docker build -f deploy/prebuilt.Dockerfile"; }
 image_s=$(( $(date +%s) - t ))
 say "SwiftChat image $APP_IMAGE built in ${image_s}s, $(docker image inspect -f '{{.Size}}' "$APP_IMAGE" | awk '{printf "%.1f MB", $1/1e6}')"
 # The image really holds what the Dockerfile promises.
