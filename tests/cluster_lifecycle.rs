@@ -13,7 +13,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cluster_support::*;
-use common::binary::{self, Process};
+use common::binary;
 use common::expect;
 use common::{bounded, http, Client, RedisServer, TestNode};
 use serde_json::json;
@@ -185,23 +185,6 @@ async fn drain_of_one_node_while_the_others_serve() {
         assert_eq!(readyz(cluster.node(0)).await, 200);
     })
     .await
-}
-
-/// Starts the real binary on `redis` with extra environment; returns the
-/// process and its address.
-async fn spawn_binary_node(
-    redis: &RedisServer,
-    env: &[(&str, &str)],
-) -> (Process, std::net::SocketAddr, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = binary::command(dir.path());
-    cmd.args(["serve", "--bind", "127.0.0.1:0", "--redis", &redis.url()]);
-    for (key, value) in env {
-        cmd.env(key, value);
-    }
-    let mut process = Process::spawn(cmd);
-    let addr = process.wait_listening(Duration::from_secs(20)).await;
-    (process, addr, dir)
 }
 
 /// SIGKILL of a node process: its users leave names and counts within 30 s

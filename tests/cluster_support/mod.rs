@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use swiftchat::config::Config;
 
+use crate::common::binary::{self, Process};
 use crate::common::{self, expect, http, Client, RedisServer, TestNode};
 
 /// JWT secret of every cluster test node.
@@ -168,4 +169,22 @@ pub async fn wait_numsub(redis: &RedisServer, channel: &str, want: i64) {
 /// output of failing tests.
 pub fn report(what: &str, took: Duration) {
     eprintln!("MEASURED {what}: {} ms", took.as_millis());
+}
+
+/// Starts the real binary on `redis` with extra environment (e.g.
+/// `SWIFTCHAT_REDIS__HEARTBEAT_SECS`); returns the process, its address and
+/// its working directory (keep it alive as long as the process).
+pub async fn spawn_binary_node(
+    redis: &RedisServer,
+    env: &[(&str, &str)],
+) -> (Process, std::net::SocketAddr, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = binary::command(dir.path());
+    cmd.args(["serve", "--bind", "127.0.0.1:0", "--redis", &redis.url()]);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let mut process = Process::spawn(cmd);
+    let addr = process.wait_listening(Duration::from_secs(20)).await;
+    (process, addr, dir)
 }

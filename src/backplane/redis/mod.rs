@@ -81,6 +81,9 @@ struct Settings {
     node_ttl: Duration,
     probe_interval: Duration,
     default_room: String,
+    /// `limits.presence_notice_max_members`: the reaper announces `left`
+    /// only in rooms of at most this many members, like the sessions.
+    presence_notice_max_members: u64,
 }
 
 /// One node's connection to the cluster through Redis.
@@ -136,6 +139,7 @@ pub async fn connect(
         node_ttl: Duration::from_secs(config.redis.node_ttl_secs),
         probe_interval: Duration::from_millis(config.redis.probe_interval_ms),
         default_room: config.server.default_room.clone(),
+        presence_notice_max_members: config.limits.presence_notice_max_members,
     };
     let info = connection_info(&config.redis.url)?;
     let pool = command_pool(&info, config.redis.pool_size, settings.command_timeout)?;
@@ -314,10 +318,11 @@ fn classify_pool(e: PoolError) -> BackplaneError {
     }
 }
 
-/// What [`Inner::run`] sends: a script or a plain command.
+/// What [`Inner::run`] sends: a script, a plain command or a pipeline.
 enum Call<'a> {
     Script(ScriptInvocation<'a>),
     Cmd(::redis::Cmd),
+    Pipe(::redis::Pipeline),
 }
 
 impl Call<'_> {
@@ -328,6 +333,7 @@ impl Call<'_> {
         match self {
             Call::Script(invocation) => invocation.invoke_async(conn).await,
             Call::Cmd(cmd) => cmd.query_async(conn).await,
+            Call::Pipe(pipe) => pipe.query_async(conn).await,
         }
     }
 }
@@ -551,22 +557,33 @@ fn parse_snapshot(reply: &[Value]) -> BackplaneResult<ClusterSnapshot> {
 impl Backplane for RedisBackplane {
     async fn claim_name(&self, user_key: &str, _display_name: &str) -> BackplaneResult<bool> {
         let inner = &self.inner;
-        let _gate = inner.claim_gate.read().await;
+        let gate = inner.claim_gate.read().await;
         if !inner.claims().insert(user_key.to_string()) {
             // Held by a connection of this node.
             return Ok(false);
         }
         let mut call = inner.script(&SCRIPTS.claim);
         call.arg(&inner.node_id).arg(user_key).arg(inner.ttl_ms());
-        let result = inner.run::<i64>("claim_name", Call::Script(call)).await;
-        if !matches!(result, Ok(1)) {
+        let result = inner
+            .run::<Vec<Value>>("claim_name", Call::Script(call))
+            .await
+            .and_then(|reply| match reply.first().and_then(int) {
+                Some(claimed) => Ok((claimed == 1, presence::notices(&reply[1..]))),
+                None => Err(internal("claim_name")),
+            });
+        if !matches!(result, Ok((true, _))) {
             inner.claims().remove(user_key);
         }
         if result.is_err() {
             // The claim may have been applied before the answer was lost.
             inner.needs_reconcile.store(true, Ordering::Release);
         }
-        Ok(result? == 1)
+        drop(gate);
+        let (claimed, notices) = result?;
+        // The name was taken over from a dead node not reaped yet: its
+        // room hears `left` (before this login's `joined`).
+        inner.announce(&notices).await;
+        Ok(claimed)
     }
 
     async fn release_name(&self, user_key: &str, room: Option<&str>) -> BackplaneResult<u64> {

@@ -16,6 +16,16 @@
 //!   `node_ttl_secs` are reaped, by whichever node gets there first (the
 //!   scripts are atomic, so several reapers do no harm). With the defaults
 //!   (5 s, 15 s) a kill -9'd node's users are gone within 15–20 s.
+//! - Presence notices: the sessions of a dead node cannot announce that its
+//!   users left, so whoever takes a user out of a room on its behalf does:
+//!   the reaper that removed it (each removal is reported by exactly one
+//!   script run, so with several reapers each `left` goes out once), or the
+//!   node whose login took the name over before any reaper ran. A node that
+//!   was reaped while alive and writes its users back announces them as
+//!   `joined` again. Rooms above `limits.presence_notice_max_members` get
+//!   none, as with the sessions' own notices. Like the sessions' notices,
+//!   these are published after the change: if the publishing node loses
+//!   Redis or dies in between, they are lost (at most once).
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -27,7 +37,7 @@ use ::redis::Value;
 use super::scripts::SCRIPTS;
 use super::{cmd, flag, int, internal, random_token, telemetry, text, Call, Inner};
 use crate::backplane::{BackplaneResult, ClusterEvent, LocalUser};
-use crate::protocol::RoomStateReason;
+use crate::protocol::{self, NoticeCode, RoomStateReason};
 
 /// Users per re-registration script, so one script stays short.
 const REREGISTER_BATCH: usize = 200;
@@ -40,6 +50,61 @@ const DEAD_NODES_PER_ROUND: usize = 16;
 const REAP_ROUNDS: usize = 1000;
 /// Retry delay of the heartbeat after a failure (instead of the interval).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// A joined/left NOTICE owed to a room because a script changed a
+/// membership on behalf of a session that cannot announce it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PresenceNotice {
+    code: NoticeCode,
+    room: String,
+    name: String,
+    /// The room's members counted with the user in (before it left, after
+    /// it joined): what the session's own announcement compares with
+    /// `limits.presence_notice_max_members`.
+    members: u64,
+}
+
+impl PresenceNotice {
+    /// The frame the session would have published (`chat::session`'s
+    /// `announce`).
+    fn frame(&self) -> protocol::Frame {
+        let (name, room) = (&self.name, &self.room);
+        let message = match self.code {
+            NoticeCode::Joined => format!("{name} joined {room}."),
+            _ => format!("{name} left {room}."),
+        };
+        protocol::notice(self.code, &message, Some(room), Some(name))
+    }
+}
+
+/// Parses the `code, room, display, members` quadruples of a script reply
+/// (see `scripts.rs`). A malformed entry is a bug, logged and skipped: the
+/// change it reports is already made and must not fail the caller.
+pub(super) fn notices(values: &[Value]) -> Vec<PresenceNotice> {
+    let parsed: Option<Vec<PresenceNotice>> = values
+        .chunks(4)
+        .map(|entry| {
+            let [code, room, name, members] = entry else {
+                return None;
+            };
+            let code = match text(code)?.as_str() {
+                "joined" => NoticeCode::Joined,
+                "left" => NoticeCode::Left,
+                _ => return None,
+            };
+            Some(PresenceNotice {
+                code,
+                room: text(room)?,
+                name: text(name)?,
+                members: int(members)?.max(0) as u64,
+            })
+        })
+        .collect();
+    parsed.unwrap_or_else(|| {
+        tracing::error!(reply = ?values, "unreadable presence notices from a script");
+        Vec::new()
+    })
+}
 
 impl Inner {
     /// Heartbeat and reaper, until cancelled. Runs at once when the
@@ -155,8 +220,16 @@ impl Inner {
             let reply = self
                 .run::<Vec<Value>>("reregister", Call::Script(call))
                 .await?;
-            conflicts += reply.first().and_then(int).unwrap_or(0);
-            gone.extend(reply.iter().skip(1).filter_map(text));
+            let [count, rooms, entries] = reply.as_slice() else {
+                return Err(internal("reregister"));
+            };
+            conflicts += int(count).unwrap_or(0);
+            if let Value::Array(rooms) = rooms {
+                gone.extend(rooms.iter().filter_map(text));
+            }
+            if let Value::Array(entries) = entries {
+                self.announce(&notices(entries)).await;
+            }
         }
         metrics::counter!(telemetry::REREGISTERED).increment(users.len() as u64);
         if conflicts > 0 {
@@ -249,6 +322,9 @@ impl Inner {
                 .first()
                 .and_then(int)
                 .ok_or_else(|| internal("reap_node"))?;
+            if let Some(entries) = reply.get(2..) {
+                self.announce(&notices(entries)).await;
+            }
             match remaining {
                 -1 => return Ok(false),
                 0 => return Ok(true),
@@ -260,5 +336,72 @@ impl Inner {
                 .ok_or_else(|| internal("reap_node"))?;
         }
         Ok(false)
+    }
+
+    /// Publishes the notices of rooms small enough for them, in one
+    /// pipeline (a script reply holds at most one batch of users). Best
+    /// effort, like the sessions' own notices: a failure is logged.
+    pub(super) async fn announce(&self, notices: &[PresenceNotice]) {
+        let max = self.settings.presence_notice_max_members;
+        let mut pipe = ::redis::pipe();
+        let mut count = 0u64;
+        for notice in notices.iter().filter(|n| n.members <= max) {
+            let frame = notice.frame();
+            pipe.cmd("PUBLISH")
+                .arg(self.keys.room_channel(&notice.room))
+                .arg(frame.as_str())
+                .ignore();
+            count += 1;
+        }
+        if count == 0 {
+            return;
+        }
+        match self.run::<()>("presence_notices", Call::Pipe(pipe)).await {
+            Ok(()) => metrics::counter!(telemetry::PRESENCE_NOTICES).increment(count),
+            Err(e) => {
+                tracing::warn!(error = %e, notices = count, "could not publish presence notices")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn notices_parse_and_build_the_sessions_frames() {
+        let reply = [
+            bulk("left"),
+            bulk("doomroom"),
+            bulk("DoomA"),
+            Value::Int(3),
+            bulk("joined"),
+            bulk("general"),
+            bulk("Back.Again"),
+            Value::Int(1),
+        ];
+        let parsed = notices(&reply);
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[0].members, 3);
+        assert_eq!(
+            parsed[0].frame().as_str(),
+            r#"{"op":7,"d":{"code":"left","error":false,"message":"DoomA left doomroom.","room":"doomroom","user":"DoomA"}}"#
+        );
+        assert_eq!(
+            parsed[1].frame().as_str(),
+            r#"{"op":7,"d":{"code":"joined","error":false,"message":"Back.Again joined general.","room":"general","user":"Back.Again"}}"#
+        );
+        assert!(notices(&[]).is_empty());
+    }
+
+    #[test]
+    fn malformed_notices_are_skipped() {
+        assert!(notices(&[bulk("left"), bulk("room")]).is_empty());
+        assert!(notices(&[bulk("kicked"), bulk("r"), bulk("u"), Value::Int(1)]).is_empty());
     }
 }

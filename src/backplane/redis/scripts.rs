@@ -7,6 +7,15 @@
 //! Redis server time (`TIME`), so nodes with skewed clocks agree on who is
 //! alive. Flags are passed as `"1"`/`"0"`.
 //!
+//! Scripts that take a user out of a room, or put one back, on behalf of a
+//! session that is not there to announce it (a dead node's users, reaped or
+//! taken over; a reaped node's users written back) return what the joined or
+//! left NOTICE needs: `code, room, display name, members` (members counted
+//! with the user in, as the session counts them). The caller builds the
+//! frame with [`crate::protocol::notice`], so the wire format has one source,
+//! and publishes it: only the script that changed the membership reports
+//! it, so each notice is published by exactly one node.
+//!
 //! Scripts are sent with EVALSHA and loaded on NOSCRIPT
 //! ([`redis::Script::invoke_async`]), so a restarted, empty Redis needs no
 //! special handling.
@@ -27,15 +36,40 @@ local function alive(node, now, ttl)
   local hb = redis.call('ZSCORE', B .. 'nodes', node)
   return hb and tonumber(hb) >= now - ttl
 end
+-- Removes `user` from `room`'s members. Returns `{room, display name,
+-- members before the removal}` (what a `left` notice needs) when it was a
+-- member, else nil.
+local function leave_room(room, user)
+  if not room or room == '' then
+    return nil
+  end
+  local mkey = B .. 'members:' .. room
+  local display = redis.call('HGET', mkey, user)
+  if not display then
+    return nil
+  end
+  local before = redis.call('HLEN', mkey)
+  redis.call('HDEL', mkey, user)
+  return {room, display, before}
+end
+-- Appends a presence notice (code, room, display name, members counted
+-- with the user in) to `out` unless `entry` is nil.
+local function add_notice(out, code, entry)
+  if entry then
+    out[#out + 1] = code
+    out[#out + 1] = entry[1]
+    out[#out + 1] = entry[2]
+    out[#out + 1] = entry[3]
+  end
+end
 -- Removes `user` (held by `holder`) from its room and from the holder's
--- list; the name itself is left to the caller.
+-- list; the name itself is left to the caller. Returns what `leave_room`
+-- returns.
 local function forget_user(holder, user)
   local ukey = B .. 'node:' .. holder .. ':users'
-  local room = redis.call('HGET', ukey, user)
-  if room and room ~= '' then
-    redis.call('HDEL', B .. 'members:' .. room, user)
-  end
+  local left = leave_room(redis.call('HGET', ukey, user), user)
   redis.call('HDEL', ukey, user)
+  return left
 end
 local function create_room(room, owner)
   redis.call('HSET', B .. 'room:' .. room, 'owner', owner, 'locked', '0', 'pw', '', 'closed', '0')
@@ -44,26 +78,30 @@ local function create_room(room, owner)
 end
 "#;
 
-/// ARGV: base, node, user, ttl_ms. Returns 1 when claimed, 0 when taken.
+/// ARGV: base, node, user, ttl_ms. Returns `{1}` when claimed, `{0}` when
+/// taken, and `{1, 'left', room, display, members}` when claiming took the
+/// user out of a dead node's room (the caller publishes that `left`).
 ///
 /// A name held by a node whose heartbeat is older than `ttl` is taken over
-/// (that node died; the reaper may not have run yet). Claiming also renews
-/// this node's heartbeat: a node that can run scripts is alive, and it keeps
-/// other nodes from taking over its fresh names before its first heartbeat.
+/// (that node died; the reaper may not have run yet, and now will not find
+/// this user). Claiming also renews this node's heartbeat: a node that can
+/// run scripts is alive, and it keeps other nodes from taking over its fresh
+/// names before its first heartbeat.
 const CLAIM: &str = r#"
 local node, user, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = now_ms()
 redis.call('ZADD', B .. 'nodes', now, node)
 local holder = redis.call('HGET', B .. 'names', user)
+local out = {1}
 if holder then
   if holder == node or alive(holder, now, ttl) then
-    return 0
+    return {0}
   end
-  forget_user(holder, user)
+  add_notice(out, 'left', forget_user(holder, user))
 end
 redis.call('HSET', B .. 'names', user, node)
 redis.call('HSET', B .. 'node:' .. node .. ':users', user, '')
-return 1
+return out
 "#;
 
 /// ARGV: base, node, user, room ("" for none). Returns the members left in
@@ -235,7 +273,9 @@ return {epoch, registered}
 "#;
 
 /// ARGV: base, node, token, lost, last batch, ttl_ms, then (user, display,
-/// room) triples. Returns `{conflicts, gone room, ...}`.
+/// room) triples. Returns `{conflicts, {gone room, ...}, {code, room,
+/// display, members, ...}}`: the last array lists the presence notices the
+/// caller publishes (see below).
 ///
 /// Puts this node's connected users back: names, memberships, the node's
 /// user list. A name meanwhile claimed by a live node is a conflict (counted,
@@ -244,13 +284,19 @@ return {epoch, registered}
 /// and is returned so the node evacuates its members. An empty display name
 /// marks a login in progress: only its name is put back. The last batch sets
 /// the registration marker.
+///
+/// Notices: when Redis kept its data (not `lost`), the node's users were
+/// taken out by a reaper that announced `left` for them, so every membership
+/// put back is announced as `joined`. A name taken over from another dead
+/// node takes that user out of its room there: `left`.
 const REREGISTER: &str = r#"
 local node, token, lost, last, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local now = now_ms()
 local ukey = B .. 'node:' .. node .. ':users'
 local conflicts = 0
 local gone = {}
-local out = {0}
+local gone_list = {}
+local notices = {}
 for i = 7, #ARGV, 3 do
   local user, display, room = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local holder = redis.call('HGET', B .. 'names', user)
@@ -258,13 +304,13 @@ for i = 7, #ARGV, 3 do
     conflicts = conflicts + 1
   elseif display == '' then
     if holder and holder ~= node then
-      forget_user(holder, user)
+      add_notice(notices, 'left', forget_user(holder, user))
     end
     redis.call('HSET', B .. 'names', user, node)
     redis.call('HSETNX', ukey, user, '')
   else
     if holder and holder ~= node then
-      forget_user(holder, user)
+      add_notice(notices, 'left', forget_user(holder, user))
     end
     redis.call('HSET', B .. 'names', user, node)
     if room ~= '' and redis.call('EXISTS', B .. 'room:' .. room) == 0 then
@@ -273,7 +319,7 @@ for i = 7, #ARGV, 3 do
       else
         if not gone[room] then
           gone[room] = true
-          out[#out + 1] = room
+          gone_list[#gone_list + 1] = room
         end
         room = ''
       end
@@ -283,7 +329,10 @@ for i = 7, #ARGV, 3 do
       redis.call('HDEL', B .. 'members:' .. recorded, user)
     end
     if room ~= '' then
-      redis.call('HSET', B .. 'members:' .. room, user, display)
+      local mkey = B .. 'members:' .. room
+      if redis.call('HSET', mkey, user, display) == 1 and lost ~= '1' then
+        add_notice(notices, 'joined', {room, display, redis.call('HLEN', mkey)})
+      end
     end
     redis.call('HSET', ukey, user, room)
   end
@@ -291,8 +340,7 @@ end
 if last == '1' then
   redis.call('SET', B .. 'node:' .. node .. ':token', token)
 end
-out[1] = conflicts
-return out
+return {conflicts, gone_list, notices}
 "#;
 
 /// ARGV: base, ttl_ms, limit. Returns up to `limit` node ids whose heartbeat
@@ -303,12 +351,18 @@ return redis.call('ZRANGEBYSCORE', B .. 'nodes', '-inf', '(' .. cutoff, 'LIMIT',
 "#;
 
 /// ARGV: base, node, cursor, count, only if dead, ttl_ms.
-/// Returns `{remaining, next cursor}`, or `{-1, 0}` when `only if dead` and
-/// the node turned out to be alive.
+/// Returns `{remaining, next cursor, 'left', room, display, members, ...}`,
+/// or `{-1, 0}` when `only if dead` and the node turned out to be alive.
 ///
 /// Removes one batch of a node's users (names it still holds, their
 /// memberships); once none is left, the node's heartbeat and marker too.
 /// Batches keep each script short however many users the node had.
+///
+/// For every membership removed, the reply carries what the `left` notice
+/// needs: room, display name, and the room's members counted before the
+/// removal (as a session leaving by itself would count them). Only the
+/// script that removed a membership reports it, so however many nodes reap
+/// the same dead node, each `left` is announced once.
 const REAP_NODE: &str = r#"
 local node, cursor, count, only_dead, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 if only_dead == '1' and alive(node, now_ms(), ttl) then
@@ -317,13 +371,12 @@ end
 local ukey = B .. 'node:' .. node .. ':users'
 local scan = redis.call('HSCAN', ukey, cursor, 'COUNT', count)
 local items = scan[2]
+local out = {0, scan[1]}
 for i = 1, #items, 2 do
   local user, room = items[i], items[i + 1]
   if redis.call('HGET', B .. 'names', user) == node then
     redis.call('HDEL', B .. 'names', user)
-    if room ~= '' then
-      redis.call('HDEL', B .. 'members:' .. room, user)
-    end
+    add_notice(out, 'left', leave_room(room, user))
   end
   redis.call('HDEL', ukey, user)
 end
@@ -332,7 +385,8 @@ if remaining == 0 then
   redis.call('ZREM', B .. 'nodes', node)
   redis.call('DEL', B .. 'node:' .. node .. ':token')
 end
-return {remaining, scan[1]}
+out[1] = remaining
+return out
 "#;
 
 fn script(body: &str) -> Script {

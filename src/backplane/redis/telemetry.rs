@@ -28,6 +28,10 @@ pub const REREGISTERED: &str = "swiftchat_redis_reregistered_users_total";
 /// Users that could not be written back because another node had claimed
 /// their name meanwhile.
 pub const NAME_CONFLICTS: &str = "swiftchat_redis_name_conflicts_total";
+/// joined/left notices published for users whose own node could not:
+/// reaped or taken over from a dead node, or written back after this node
+/// was reaped while alive.
+pub const PRESENCE_NOTICES: &str = "swiftchat_redis_presence_notices_total";
 /// Events or probes from Redis that could not be parsed.
 pub const BAD_PUSHES: &str = "swiftchat_redis_bad_pushes_total";
 
@@ -53,6 +57,10 @@ pub fn describe() {
         metrics::describe_counter!(REAPED_NODES, "Dead nodes whose users were removed.");
         metrics::describe_counter!(REREGISTERED, "Users re-registered after Redis lost them.");
         metrics::describe_counter!(NAME_CONFLICTS, "Users not re-registered: name taken.");
+        metrics::describe_counter!(
+            PRESENCE_NOTICES,
+            "joined/left notices published on behalf of dead or reaped nodes' users."
+        );
         metrics::describe_counter!(BAD_PUSHES, "Pub/sub payloads that could not be parsed.");
     });
 }
