@@ -91,11 +91,36 @@ pub struct RedisConfig {
     /// Longest wait for one Redis command (and for a pooled connection).
     /// Shorter reports an outage sooner; too short fails under load spikes.
     pub command_timeout_ms: u64,
-    /// How often a node renews its presence. Its users disappear from the
-    /// cluster `node_ttl_secs` after its last renewal (kill -9).
+    /// How often a node renews its presence in Redis and, right after, looks
+    /// for dead nodes to reap (see `node_ttl_secs`). Each renewal is one
+    /// small script per node, each reaper round one more; the reaper round
+    /// is also when a dead node's users leave the counts, so this adds up to
+    /// one interval to `node_ttl_secs` before they do.
     pub heartbeat_secs: u64,
-    /// Presence lifetime without renewal; must be well above
-    /// `heartbeat_secs`, and bounds how long a dead node's users stay listed.
+    /// How long a node's presence lives without renewal; must be greater
+    /// than `heartbeat_secs` (keep it at least three heartbeats, so one slow
+    /// renewal is not taken for a death).
+    ///
+    /// When a node dies without warning (kill -9), its users' names are free
+    /// again `node_ttl_secs` after its last renewal (a login then takes the
+    /// name over); until then a login with one of those names gets
+    /// `name_taken`, which counts toward `limits.login_attempts`. Its users
+    /// leave the counts, with `left` to their rooms, at the next reaper round
+    /// of any surviving node: at most `node_ttl_secs + heartbeat_secs` after
+    /// the death (15-20 s with the defaults; PROTOCOL.md promises 30 s).
+    ///
+    /// The trade-off: a shorter ttl (and heartbeat) frees a dead node's
+    /// names and counts sooner, but costs more Redis writes (every node
+    /// renews and reaps more often), and makes it likelier that a node which
+    /// is alive but stalled (paused VM, overloaded host, slow or cut link to
+    /// Redis) for longer than the ttl is reaped: its users then get `left`
+    /// and leave the counts, their names can be taken by new logins, and at
+    /// its next renewal it registers them again (with `joined`), except a
+    /// name taken meanwhile, which stays with its new holder.
+    ///
+    /// Use the same values on every node: a node judges the others with its
+    /// own ttl, so a node whose heartbeat is longer than another node's ttl
+    /// is reaped and re-registered over and over.
     pub node_ttl_secs: u64,
     /// How often a node checks that its own subscription still delivers
     /// (a message sent to itself); /readyz fails when the probe is lost.
