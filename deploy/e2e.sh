@@ -38,6 +38,17 @@ else
     echo "e2e: FAIL: neither 'docker compose' nor 'docker-compose' found"; exit 1
 fi
 
+# Leftovers of an earlier run that was killed before its cleanup ran.
+for p in $(docker ps -a --filter label=com.docker.compose.project --format '{{.Label "com.docker.compose.project"}}' | grep -E '^swiftchat-e2e-[0-9]+$' | sort -u); do
+    if ! kill -0 "${p##*-}" 2>/dev/null; then
+        echo "[e2e] removing leftovers of $p"
+        docker ps -aq --filter "label=com.docker.compose.project=$p" | xargs -r docker rm -f >/dev/null
+        docker network ls -q --filter "label=com.docker.compose.project=$p" | xargs -r docker network rm >/dev/null
+        docker volume ls -q --filter "label=com.docker.compose.project=$p" | xargs -r docker volume rm >/dev/null
+        docker rmi "swiftchat/swiftchat:e2e-${p##*-}" "swiftchat/swiftchat:e2e-${p##*-}-base" >/dev/null 2>&1 || true
+    fi
+done
+
 PROJECT=swiftchat-e2e-$$
 APP_IMAGE=swiftchat/swiftchat:e2e-$$
 WORK=$(mktemp -d)

@@ -138,8 +138,18 @@ build_derived() {   # TAG DOCKERFILE
         -t "$1" -f "$2" "$HERE/images" >&2
 }
 
+# A rebuilt tag leaves its previous image dangling: remove it.
+drop_old() {   # OLD_ID TAG
+    local new
+    new=$(docker image inspect -f '{{.Id}}' "$2" 2>/dev/null || true)
+    if [ -n "$1" ] && [ "$1" != "$new" ]; then docker rmi "$1" >/dev/null 2>&1 || true; fi
+}
+old_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
+
 start=$(date +%s)
+old_base=$(old_id "$BASE_TAG"); old_redis=$(old_id "$REDIS_TAG"); old_haproxy=$(old_id "$HAPROXY_TAG")
 if have_image "$BASE_TAG"; then log "$BASE_TAG present"; else build_base; fi
 if have_image "$REDIS_TAG"; then log "$REDIS_TAG present"; else build_derived "$REDIS_TAG" "$HERE/images/redis.Dockerfile"; fi
 if have_image "$HAPROXY_TAG"; then log "$HAPROXY_TAG present"; else build_derived "$HAPROXY_TAG" "$HERE/images/haproxy.Dockerfile"; fi
+drop_old "$old_redis" "$REDIS_TAG"; drop_old "$old_haproxy" "$HAPROXY_TAG"; drop_old "$old_base" "$BASE_TAG"
 log "done in $(( $(date +%s) - start ))s: $BASE_TAG $REDIS_TAG $HAPROXY_TAG"
