@@ -32,7 +32,7 @@ LOG="$WORK/bench.log"
 case "$WHAT" in
 fanout)
     RATE=${ARG:-1140}
-    "$BENCH" fanout --urls "$URL1,$URL2" --connections 1000 --rooms 10 --senders 50 \
+    "${PRIO[@]}" "$BENCH" fanout --urls "$URL1,$URL2" --connections 1000 --rooms 10 --senders 50 \
         --rate "$RATE" --duration $((SECS + 6)) --pids "$(pids)" --redis-pid "$REDIS_PID" \
         >"$LOG" 2>&1 &
     GEN=$!
@@ -45,7 +45,7 @@ fanout)
     ;;
 connect)
     COUNT=${ARG:-10000}
-    "$BENCH" connect --urls "$URL1" --count "$COUNT" --pids "node1=${NODE_PIDS[0]}" \
+    "${PRIO[@]}" "$BENCH" connect --urls "$URL1" --count "$COUNT" --pids "node1=${NODE_PIDS[0]}" \
         --redis-pid "$REDIS_PID" >"$LOG" 2>&1 &
     GEN=$!
     sleep 0.3

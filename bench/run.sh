@@ -16,7 +16,8 @@
 # deliveries/s), IDLE_CONNS=19000, CONNECT_COUNT=10000, CONNECT_CONCURRENCY=64,
 # OUT=bench/results/latest.md, NO_BUILD=1, QUIET_WAIT=20 (seconds each fanout
 # run and the connect run wait, at most, for other processes on the machine to
-# go below 0.1 core; the tables show what else ran as "other CPU").
+# go below 0.1 core; the tables show what else ran as "other CPU"),
+# PRIORITY=-10 (nice value for redis, the nodes and the generator; 0: none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,7 +58,7 @@ bench() {
     printf '\n`%s`\n\n' "$*" | sed "s#$PWD/##g" >>"$DETAILS"
     echo "+ $*" >&2
     local rc=0
-    "$@" --report "$DETAILS" --summary "$SUMMARY" || rc=$?
+    "${PRIO[@]}" "$@" --report "$DETAILS" --summary "$SUMMARY" || rc=$?
     if [[ $rc -ne 0 ]]; then
         printf '\n**This run failed (exit %s); see the output above.**\n' "$rc" >>"$DETAILS"
     fi
@@ -105,8 +106,9 @@ mkdir -p "$(dirname "$OUT")"
     echo
     echo "- when: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
     echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); load average before ${LOAD_BEFORE}, after ${LOAD_AFTER}"
-    echo "- command: \`$(env | grep -E '^(ONLY|FANOUT_SECS|SEARCH_SECS|SEARCH_STEPS|SEARCH_START|IDLE_CONNS|CONNECT_COUNT|CONNECT_CONCURRENCY|QUIET_WAIT)=' | tr '\n' ' ')bench/run.sh\`"
+    echo "- command: \`$(env | grep -E '^(ONLY|FANOUT_SECS|SEARCH_SECS|SEARCH_STEPS|SEARCH_START|IDLE_CONNS|CONNECT_COUNT|CONNECT_CONCURRENCY|QUIET_WAIT|PRIORITY)=' | tr '\n' ' ')bench/run.sh\`"
     echo "- cluster: 2 nodes (\`swiftchat serve\`, release build, default config except SWIFTCHAT_LIMITS__MESSAGES_PER_SECOND/MESSAGE_BURST=1000000) + 1 redis-server $(redis-server --version | grep -o 'v=[0-9.]*'), generator on the same 2 cores"
+    echo "- priority: redis, nodes and generator ran at nice ${PRIORITY} (0 = unchanged)"
     echo "- \"other CPU\" is CPU used on the machine by anything but the nodes, redis and the generator during the run; if it is large, the run shared the cores."
     echo
     echo "## Summary"

@@ -135,13 +135,22 @@ fn now_ns() -> u64 {
 struct Shard {
     lat: Histogram<u64>,
     lag: Histogram<u64>,
+    /// send → the server's `ts` (wall clock, ms resolution), µs
+    accept: Histogram<u64>,
+    /// the server's `ts` → arrival (wall clock, ms resolution), µs
+    after_accept: Histogram<u64>,
 }
 
 static SHARDS: Mutex<Vec<Arc<Mutex<Shard>>>> = Mutex::new(Vec::new());
 
 thread_local! {
     static MY_SHARD: Arc<Mutex<Shard>> = {
-        let s = Arc::new(Mutex::new(Shard { lat: stats::new_total(), lag: stats::new_total() }));
+        let s = Arc::new(Mutex::new(Shard {
+            lat: stats::new_total(),
+            lag: stats::new_total(),
+            accept: stats::new_total(),
+            after_accept: stats::new_total(),
+        }));
         SHARDS.lock().expect("shards").push(s.clone());
         s
     };
@@ -160,17 +169,46 @@ fn reset_shards() {
         let mut g = s.lock().expect("shard");
         g.lat.reset();
         g.lag.reset();
+        g.accept.reset();
+        g.after_accept.reset();
     }
 }
 
-fn collect_shards() -> (Histogram<u64>, Histogram<u64>) {
-    let (mut lat, mut lag) = (stats::new_total(), stats::new_total());
+struct Collected {
+    lat: Histogram<u64>,
+    lag: Histogram<u64>,
+    accept: Histogram<u64>,
+    after_accept: Histogram<u64>,
+}
+
+fn collect_shards() -> Collected {
+    let mut c = Collected {
+        lat: stats::new_total(),
+        lag: stats::new_total(),
+        accept: stats::new_total(),
+        after_accept: stats::new_total(),
+    };
     for s in SHARDS.lock().expect("shards").iter() {
         let g = s.lock().expect("shard");
-        let _ = lat.add(&g.lat);
-        let _ = lag.add(&g.lag);
+        let _ = c.lat.add(&g.lat);
+        let _ = c.lag.add(&g.lag);
+        let _ = c.accept.add(&g.accept);
+        let _ = c.after_accept.add(&g.after_accept);
     }
-    (lat, lag)
+    c
+}
+
+/// Unix time in ms of `ns` on the base clock (the offset is taken once).
+fn wall_ms(ns: u64) -> u64 {
+    static WALL_AT_BASE_NS: OnceLock<u64> = OnceLock::new();
+    let w = *WALL_AT_BASE_NS.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        now - now_ns()
+    });
+    (w + ns) / 1_000_000
 }
 
 static DELIVERED: AtomicU64 = AtomicU64::new(0);
@@ -312,7 +350,23 @@ impl RecvState {
         self.rep.last_ns = now;
         DELIVERED.fetch_add(1, Ordering::Relaxed);
         if c.send_ns >= self.warmup_until_ns {
-            shard_record(|s| &mut s.lat, now.saturating_sub(c.send_ns) / 1000);
+            let lat_us = now.saturating_sub(c.send_ns) / 1000;
+            MY_SHARD.with(|s| {
+                let mut g = s.lock().expect("shard");
+                let _ = g.lat.record(lat_us.clamp(1, stats::MAX_US));
+                if let Some(ts) = d.ts {
+                    // ms resolution: +1 ms so that a same-millisecond
+                    // acceptance still records (values are coarse anyway)
+                    let sent = wall_ms(c.send_ns);
+                    let got = wall_ms(now);
+                    let _ = g
+                        .accept
+                        .record((ts.saturating_sub(sent) * 1000 + 1000).min(stats::MAX_US));
+                    let _ = g
+                        .after_accept
+                        .record((got.saturating_sub(ts) * 1000 + 1000).min(stats::MAX_US));
+                }
+            });
         }
     }
 
@@ -484,6 +538,9 @@ pub struct RunResult {
     pub deliveries_per_s: f64,
     pub lat: Lat,
     pub lag: Lat,
+    /// send → server `ts`, and server `ts` → arrival (ms resolution, +1 ms).
+    pub accept: Lat,
+    pub after_accept: Lat,
     pub proc_cpu: Vec<(String, f64)>,
     pub redis_cpu: Option<f64>,
     pub gen_cpu: f64,
@@ -813,7 +870,7 @@ async fn run_phase(
             rxs.push(rx);
         }
     }
-    let (lat, lag) = collect_shards();
+    let col = collect_shards();
     let mut last_ns = 0u64;
     let mut r = RunResult {
         rate,
@@ -833,6 +890,8 @@ async fn run_phase(
         deliveries_per_s: 0.0,
         lat: Lat::default(),
         lag: Lat::default(),
+        accept: Lat::default(),
+        after_accept: Lat::default(),
         proc_cpu: Vec::new(),
         redis_cpu: None,
         gen_cpu: cpu1.generator - cpu0.generator,
@@ -875,8 +934,10 @@ async fn run_phase(
     }
     r.expected = EXPECTED.load(Ordering::SeqCst);
     r.lost = r.expected as i64 - r.delivered as i64;
-    r.lat = Lat::of(&lat);
-    r.lag = Lat::of(&lag);
+    r.lat = Lat::of(&col.lat);
+    r.lag = Lat::of(&col.lag);
+    r.accept = Lat::of(&col.accept);
+    r.after_accept = Lat::of(&col.after_accept);
     r.deliveries_per_s = r.delivered as f64 / r.window;
     for (i, w) in watched.iter().enumerate() {
         r.proc_cpu
@@ -920,7 +981,7 @@ async fn run_phase(
 
 fn one_line(r: &RunResult) -> String {
     format!(
-        "rate {:.0} msg/s: sent {} expected {} delivered {} lost {} dup {} ooo {} -> {} deliveries/s; {} latency samples: p50 {} p99 {} p99.9 {} max {}; send lag p99 {}; node CPU {:.2}s{}; gen CPU {:.2}s; other CPU {:.2}s; {}",
+        "rate {:.0} msg/s: sent {} expected {} delivered {} lost {} dup {} ooo {} -> {} deliveries/s; {} latency samples: p50 {} p99 {} p99.9 {} max {}; send lag p99 {}; send->ts p50/p99 {}/{} ts->arrival p50/p99 {}/{} (ms-resolution, +1 ms); node CPU {:.2}s{}; gen CPU {:.2}s; other CPU {:.2}s; {}",
         r.rate,
         r.sent,
         r.expected,
@@ -935,6 +996,10 @@ fn one_line(r: &RunResult) -> String {
         fmt_us(r.lat.p999),
         fmt_us(r.lat.max),
         fmt_us(r.lag.p99),
+        fmt_us(r.accept.p50),
+        fmt_us(r.accept.p99),
+        fmt_us(r.after_accept.p50),
+        fmt_us(r.after_accept.p99),
         r.node_cpu(),
         r.redis_cpu.map(|c| format!(" redis {c:.2}s")).unwrap_or_default(),
         r.gen_cpu,
@@ -978,16 +1043,18 @@ fn markdown(
         .collect();
     let _ = writeln!(
         s,
-        "| msg/s | sent | expected | delivered | lost | dup | out-of-order | deliveries/s | p50 | p90 | p99 | p99.9 | max | send lag p99 | {}{}gen CPU s | other CPU s | node µs/delivery | +redis µs/delivery | result |",
+        "| msg/s | sent | expected | delivered | lost | dup | out-of-order | deliveries/s | p50 | p90 | p99 | p99.9 | max | send lag p99 | send→ts p50/p99 | ts→arrival p50/p99 | {}{}gen CPU s | other CPU s | node µs/delivery | +redis µs/delivery | result |",
         cpu_cols.iter().map(|c| format!("{c} | ")).collect::<String>(),
         if redis.is_some() { "redis CPU s | " } else { "" }
     );
-    let ncols = 19 + cpu_cols.len() + usize::from(redis.is_some());
+    let ncols = 21 + cpu_cols.len() + usize::from(redis.is_some());
     let _ = writeln!(s, "|{}", "---|".repeat(ncols));
+    // (send→ts and ts→arrival use the server's `ts`, a wall clock in ms:
+    // coarse, +1 ms, for telling the inbound half from the outbound half.)
     for r in results {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}{}{:.2} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {}/{} | {}{}{:.2} | {:.2} | {:.2} | {} | {} |",
             fmt_n(r.rate),
             fmt_n(r.sent as f64),
             fmt_n(r.expected as f64),
@@ -1002,6 +1069,10 @@ fn markdown(
             fmt_us(r.lat.p999),
             fmt_us(r.lat.max),
             fmt_us(r.lag.p99),
+            fmt_us(r.accept.p50),
+            fmt_us(r.accept.p99),
+            fmt_us(r.after_accept.p50),
+            fmt_us(r.after_accept.p99),
             r.proc_cpu.iter().map(|(_, c)| format!("{c:.2} | ")).collect::<String>(),
             r.redis_cpu.map(|c| format!("{c:.2} | ")).unwrap_or_default(),
             r.gen_cpu,

@@ -62,6 +62,8 @@ static ROOM_KEY: std::sync::LazyLock<memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memmem::Finder::new(b"\"room\""));
 static CONTENT_KEY: std::sync::LazyLock<memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memmem::Finder::new(b"\"content\""));
+static TS_KEY: std::sync::LazyLock<memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memmem::Finder::new(b"\"ts\""));
 static CODE_KEY: std::sync::LazyLock<memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memmem::Finder::new(b"\"code\""));
 
@@ -140,6 +142,8 @@ pub struct Delivery<'a> {
     pub seq: u64,
     pub room: &'a [u8],
     pub content: &'a [u8],
+    /// The server's acceptance time (Unix ms), if the frame has one.
+    pub ts: Option<u64>,
 }
 
 /// Parses the fields of a MESSAGE frame (op already known to be 0).
@@ -147,10 +151,14 @@ pub fn message(frame: &[u8]) -> Option<Delivery<'_>> {
     let seq = parse_int(frame, value_start(frame, &SEQ_KEY, 0)?)?;
     let room = parse_str(frame, value_start(frame, &ROOM_KEY, 0)?)?;
     let content = parse_str(frame, value_start(frame, &CONTENT_KEY, 0)?)?;
+    let ts = value_start(frame, &TS_KEY, 0)
+        .and_then(|i| parse_int(frame, i))
+        .and_then(|v| u64::try_from(v).ok());
     Some(Delivery {
         seq: u64::try_from(seq).ok()?,
         room,
         content,
+        ts,
     })
 }
 
@@ -251,6 +259,8 @@ mod tests {
             assert_eq!(op(f.as_bytes()), Some(op_s), "{f}");
             let d = message(f.as_bytes()).unwrap();
             assert_eq!(d.seq, seq_s, "{f}");
+            let v: serde_json::Value = serde_json::from_str(f).unwrap();
+            assert_eq!(d.ts, v["d"]["ts"].as_u64(), "{f}");
             assert_eq!(d.room, room_s.as_bytes(), "{f}");
             if !content_s.contains('"') && !content_s.contains('\\') {
                 assert_eq!(d.content, content_s.as_bytes(), "{f}");
