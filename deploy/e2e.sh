@@ -74,7 +74,7 @@ cleanup() {
     local rc=$?
     set +e
     if [ "${E2E_KEEP:-0}" = 1 ]; then
-        say "E2E_KEEP=1: cluster left running; remove it with: $DC down -v --remove-orphans; docker rmi $APP_IMAGE"
+        say "E2E_KEEP=1: cluster left running; remove it with: $DC down -v --remove-orphans; docker rmi $APP_IMAGE $APP_IMAGE-base"
         return $rc
     fi
     $DC down -v --remove-orphans -t 5 >"$WORK/down.log" 2>&1 || cat "$WORK/down.log"

@@ -19,9 +19,9 @@ Steps (each must pass, in order):
   kill     `docker kill` one replica: its clients reconnect through the LB,
            every client logs in again and CACHE_UPDATE users == N on all
            clients within 30 s
-  rolling  deploy/rolling-restart.sh: every replica drains in turn; its
-           clients get SHUTDOWN reconnect:true + 1001 and come back; no
-           client lost
+  rolling  deploy/rolling-restart.sh: every replica drains in turn and exits
+           0 on SIGTERM; its clients get SHUTDOWN reconnect:true + 1001 and
+           come back; no client lost
   scale3   `compose up -d --scale swiftchat=3`: the removed replicas drain,
            HAProxy drops them (3 UP), their clients come back, users == N
   shutdown `compose exec swiftchat swiftchat shutdown --reason ...`: every
@@ -466,6 +466,9 @@ async def main():
                                     True, 600)
         for line in p.stdout.splitlines():
             debug("rolling: " + line)
+        restarted = [line for line in p.stdout.splitlines() if line.startswith("restarted ")]
+        check(restarted and all("(drain exit 0)" in line for line in restarted),
+              f"a node did not exit 0 on SIGTERM: {restarted}")
         took = await converge(clients, len(clients), CONVERGE_SECS)
         for c in clients:
             new = c.shutdowns[shut_before[c.name]:]
@@ -478,7 +481,7 @@ async def main():
         passed.append("rolling")
         notes.append(f"rolling {roll_took:.0f}s")
         log(f"rolling restart of {len(await asyncio.to_thread(containers))} replicas in {roll_took:.1f}s: "
-            f"every client got SHUTDOWN reconnect:true + 1001, came back, users == {len(clients)}")
+            f"each exited 0 on SIGTERM, every client got SHUTDOWN reconnect:true + 1001, came back, users == {len(clients)}")
         await wait_lb_up(len(await asyncio.to_thread(containers)))
 
         # ---- scale down to 3
