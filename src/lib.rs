@@ -6,7 +6,8 @@
 //!   talk to a [`backplane::Backplane`] and never know whether Redis is there.
 //! - [`backplane`]: shared state and fan-out, in memory or on Redis.
 //! - [`registry`]: this node's connections and room memberships; it routes
-//!   what the backplane delivers to local sockets with `try_send`.
+//!   what the backplane delivers into each connection's bounded queues
+//!   ([`conn`]) without waiting.
 //! - [`net`]: the network edge: HTTP routes, WebSocket upgrade, the
 //!   connection task with its reader, writer and bounded queue.
 //! - [`config`], [`auth`], [`metrics`], and [`server`] (starting and stopping
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod backplane;
 pub mod chat;
 pub mod cli;
+pub mod conn;
 pub mod client;
 pub mod config;
 pub mod metrics;

@@ -4,121 +4,20 @@
 //! The backplane hands frames and events to the registry ([`Delivery`]); the
 //! registry pushes them into per-connection queues with `try_send` and never
 //! waits. A connection whose queue is full is a slow consumer: it is closed
-//! with 4009 instead of slowing down its room.
+//! with 4009 instead of slowing down its room (see [`crate::conn`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::backplane::{Backplane, BackplaneResult, ClusterEvent, Delivery, LocalUser};
 use crate::metrics as m;
-use crate::protocol::{self, close, Frame, RoomStateReason};
+use crate::protocol::{self, Frame, RoomStateReason};
 use crate::shutdown::Shutdown;
 
-pub type ConnId = u64;
-
-/// Work for a connection's session that comes from elsewhere in the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Control {
-    /// Leave `room` for the default room: it was closed or deleted, or the
-    /// user was kicked or banned from it.
-    Evicted { room: String, reason: EvictReason },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EvictReason {
-    Closed,
-    Deleted,
-    Kicked,
-    Banned,
-}
-
-/// The registry's end of one connection.
-pub struct ConnHandle {
-    pub id: ConnId,
-    outbound: mpsc::Sender<Frame>,
-    control: mpsc::Sender<Control>,
-    closing: CancellationToken,
-    close_reason: OnceLock<(u16, &'static str)>,
-}
-
-/// The connection's end: what its tasks read from.
-pub struct ConnQueues {
-    pub outbound: mpsc::Receiver<Frame>,
-    pub control: mpsc::Receiver<Control>,
-}
-
-impl ConnHandle {
-    pub fn new(id: ConnId, outbound_queue: usize, control_queue: usize) -> (Arc<Self>, ConnQueues) {
-        let (out_tx, out_rx) = mpsc::channel(outbound_queue);
-        let (ctl_tx, ctl_rx) = mpsc::channel(control_queue);
-        let handle = Arc::new(Self {
-            id,
-            outbound: out_tx,
-            control: ctl_tx,
-            closing: CancellationToken::new(),
-            close_reason: OnceLock::new(),
-        });
-        (
-            handle,
-            ConnQueues {
-                outbound: out_rx,
-                control: ctl_rx,
-            },
-        )
-    }
-
-    /// Queues a frame for the socket. A full queue closes the connection
-    /// with 4009; returns whether the frame was queued.
-    pub fn send(&self, frame: Frame) -> bool {
-        match self.outbound.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.slow_consumer();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    }
-
-    /// Queues control work for the session; overflow is a slow consumer too.
-    pub fn send_control(&self, control: Control) -> bool {
-        match self.control.try_send(control) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.slow_consumer();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    }
-
-    fn slow_consumer(&self) {
-        if self.close_reason.get().is_none() {
-            metrics::counter!(m::SLOW_CONSUMER_CLOSES).increment(1);
-        }
-        self.close(close::SLOW_CONSUMER, "slow consumer");
-    }
-
-    /// Asks the connection to close with `code`. The first reason wins.
-    pub fn close(&self, code: u16, reason: &'static str) {
-        let _ = self.close_reason.set((code, reason));
-        self.closing.cancel();
-    }
-
-    /// Cancelled once [`close`](Self::close) was called.
-    pub fn closing(&self) -> &CancellationToken {
-        &self.closing
-    }
-
-    pub fn close_reason(&self) -> Option<(u16, &'static str)> {
-        self.close_reason.get().copied()
-    }
-}
+pub use crate::conn::{ConnHandle, ConnId, Control, EvictReason};
 
 /// A logged-in user of this node.
 struct LocalSession {

@@ -1,12 +1,13 @@
 //! One WebSocket connection: a reader loop that feeds the chat session, and a
-//! writer task that drains the connection's bounded queue.
+//! writer task that drains the connection's bounded queue ([`ConnHandle`]).
 //!
-//! The writer takes up to `websocket.write_batch` frames at a time, feeds
-//! them all and flushes once, so a burst of messages costs one socket write.
-//! Nobody else writes to the socket: the session and the registry only
-//! `try_send` into the queue, and a full queue closes the connection (4009)
-//! rather than blocking its room.
+//! The writer takes every queued frame at once, feeds them and flushes once
+//! (or every `websocket.write_batch` frames), so a burst of messages costs
+//! one socket write. Nobody else writes to the socket: the session and the
+//! registry only push into the queue without waiting, and a full queue
+//! closes the connection (4009) rather than blocking its room.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,6 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::{interval_at, sleep, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -34,12 +34,15 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &chat.config.limits;
-    let (conn, queues) = ConnHandle::new(slot.id, limits.outbound_queue, limits.control_queue);
+    let conn = Arc::new(ConnHandle::new(
+        slot.id,
+        limits.outbound_queue,
+        limits.control_queue,
+    ));
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
     let (sink, stream) = ws.split();
     let writer = tokio::spawn(write_loop(
         sink,
-        queues.outbound,
         conn.clone(),
         chat.shutdown.clone(),
         chat.config.websocket.write_batch,
@@ -47,7 +50,7 @@ where
     ));
 
     let mut session = Session::new(chat.clone(), conn.clone());
-    let flow = read_loop(&chat, &mut session, &conn, stream, queues.control).await;
+    let flow = read_loop(&chat, &mut session, &conn, stream).await;
     if let Flow::Close(code, reason) = flow {
         conn.close(code, reason);
     }
@@ -58,7 +61,10 @@ where
     // Release the name and membership; bounded so a dead store cannot hold
     // the task (the store's own expiry cleans up after a node that failed).
     let release = Duration::from_millis(chat.config.redis.command_timeout_ms * 3);
-    if tokio::time::timeout(release, session.on_close()).await.is_err() {
+    if tokio::time::timeout(release, Box::pin(session.on_close()))
+        .await
+        .is_err()
+    {
         tracing::warn!(conn = conn.id, "timed out releasing a session");
     }
     if !chat.shutdown.is_triggered() {
@@ -80,7 +86,6 @@ async fn read_loop<S>(
     session: &mut Session,
     conn: &Arc<ConnHandle>,
     mut stream: SplitStream<WebSocketStream<S>>,
-    mut control: mpsc::Receiver<crate::registry::Control>,
 ) -> Flow
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -105,11 +110,21 @@ where
             _ = &mut login_deadline, if !session.is_logged_in() => {
                 return Flow::Close(close::LOGIN_TIMEOUT, "login timeout");
             }
-            Some(control) = control.recv() => session.on_control(control).await,
+            // The session's handlers are boxed while they run: their state
+            // machines are large, and an idle connection should not carry
+            // them (one allocation per incoming payload instead).
+            _ = conn.controls_ready() => {
+                let mut flow = Flow::Continue;
+                while flow == Flow::Continue {
+                    let Some(control) = conn.next_control() else { break };
+                    flow = Box::pin(session.on_control(control)).await;
+                }
+                flow
+            }
             frame = stream.next() => {
                 last_seen = Instant::now();
                 match frame {
-                    Some(Ok(Message::Text(text))) => session.on_text(text.as_str()).await,
+                    Some(Ok(Message::Text(text))) => Box::pin(session.on_text(text.as_str())).await,
                     Some(Ok(Message::Binary(_))) => session.on_binary(),
                     Some(Ok(Message::Close(_))) | None => return Flow::Continue,
                     // Pongs and pings only prove liveness; tungstenite
@@ -145,7 +160,6 @@ where
 /// and the close frame.
 async fn write_loop<S>(
     mut sink: SplitSink<WebSocketStream<S>, Message>,
-    mut queue: mpsc::Receiver<Frame>,
     conn: Arc<ConnHandle>,
     shutdown: Arc<Shutdown>,
     batch_size: usize,
@@ -153,7 +167,6 @@ async fn write_loop<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut batch = Vec::with_capacity(batch_size);
     let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -161,11 +174,8 @@ async fn write_loop<S>(
             biased;
             _ = conn.closing().cancelled() => break,
             _ = shutdown.token().cancelled() => break,
-            received = queue.recv_many(&mut batch, batch_size) => {
-                if received == 0 {
-                    return;
-                }
-                if write_batch(&mut sink, &mut batch).await.is_err() {
+            _ = conn.frames_ready() => {
+                if write_batch(&mut sink, conn.take_frames(), batch_size).await.is_err() {
                     return;
                 }
             }
@@ -184,15 +194,13 @@ async fn write_loop<S>(
     };
     // A slow consumer's backlog is dropped: it is why it is being closed.
     if code != close::SLOW_CONSUMER {
-        while let Ok(frame) = queue.try_recv() {
-            batch.push(frame);
-        }
+        let mut last = conn.take_frames();
         if code == close::GOING_AWAY {
             if let Some(notice) = shutdown.notice() {
-                batch.push(notice.frame.clone());
+                last.push_back(notice.frame.clone());
             }
         }
-        if write_batch(&mut sink, &mut batch).await.is_err() {
+        if write_batch(&mut sink, last, batch_size).await.is_err() {
             return;
         }
     }
@@ -203,15 +211,24 @@ async fn write_loop<S>(
     let _ = sink.send(Message::Close(Some(frame))).await;
 }
 
+/// Feeds the frames and flushes once per `batch_size` frames (and at the
+/// end), so a burst costs few socket writes.
 async fn write_batch<S>(
     sink: &mut SplitSink<WebSocketStream<S>, Message>,
-    batch: &mut Vec<Frame>,
+    frames: VecDeque<Frame>,
+    batch_size: usize,
 ) -> Result<(), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    for frame in batch.drain(..) {
+    if frames.is_empty() {
+        return Ok(());
+    }
+    for (i, frame) in frames.into_iter().enumerate() {
         sink.feed(Message::Text(frame)).await?;
+        if (i + 1) % batch_size == 0 {
+            sink.flush().await?;
+        }
     }
     sink.flush().await
 }

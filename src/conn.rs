@@ -1,0 +1,203 @@
+//! One connection's bounded queues, shared by whoever sends to it (the
+//! registry's fan-out, the session, cluster events) and the connection's two
+//! tasks (the writer drains frames, the session drains control work).
+//!
+//! The queues are plain `VecDeque`s behind a mutex with a [`Notify`] each,
+//! not channels: a tokio channel allocates its first block of slots and a
+//! padded shared state up front (about 1.5 KiB for the two), which every
+//! idle connection would carry. An empty `VecDeque` allocates nothing, and
+//! the writer takes the whole queue at once, leaving an empty one behind.
+//! Pushing never waits: a full queue closes the connection with 4009.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics as m;
+use crate::protocol::{close, Frame};
+
+pub type ConnId = u64;
+
+/// Work for a connection's session that comes from elsewhere in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Leave `room` for the default room: it was closed or deleted, or the
+    /// user was kicked or banned from it.
+    Evicted { room: String, reason: EvictReason },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvictReason {
+    Closed,
+    Deleted,
+    Kicked,
+    Banned,
+}
+
+#[derive(Default)]
+struct Queues {
+    frames: VecDeque<Frame>,
+    controls: VecDeque<Control>,
+}
+
+/// The shared end of one connection.
+pub struct ConnHandle {
+    pub id: ConnId,
+    queues: Mutex<Queues>,
+    frames_ready: Notify,
+    controls_ready: Notify,
+    max_frames: usize,
+    max_controls: usize,
+    closing: CancellationToken,
+    close_reason: OnceLock<(u16, &'static str)>,
+}
+
+impl ConnHandle {
+    /// `max_frames` frames may wait for the writer and `max_controls` control
+    /// events for the session; one more closes the connection with 4009.
+    pub fn new(id: ConnId, max_frames: usize, max_controls: usize) -> Self {
+        Self {
+            id,
+            queues: Mutex::default(),
+            frames_ready: Notify::new(),
+            controls_ready: Notify::new(),
+            max_frames,
+            max_controls,
+            closing: CancellationToken::new(),
+            close_reason: OnceLock::new(),
+        }
+    }
+
+    fn queues(&self) -> MutexGuard<'_, Queues> {
+        // Plain data: a panic elsewhere does not make it invalid.
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a frame for the socket; returns whether it was queued. Nothing
+    /// is queued once the connection is closing, and a full queue closes it
+    /// with 4009 (slow consumer).
+    pub fn send(&self, frame: Frame) -> bool {
+        if self.closing.is_cancelled() {
+            return false;
+        }
+        {
+            let mut queues = self.queues();
+            if queues.frames.len() >= self.max_frames {
+                drop(queues);
+                self.slow_consumer();
+                return false;
+            }
+            queues.frames.push_back(frame);
+        }
+        self.frames_ready.notify_one();
+        true
+    }
+
+    /// Queues control work for the session; overflow is a slow consumer too.
+    pub fn send_control(&self, control: Control) -> bool {
+        if self.closing.is_cancelled() {
+            return false;
+        }
+        {
+            let mut queues = self.queues();
+            if queues.controls.len() >= self.max_controls {
+                drop(queues);
+                self.slow_consumer();
+                return false;
+            }
+            queues.controls.push_back(control);
+        }
+        self.controls_ready.notify_one();
+        true
+    }
+
+    /// Resolves when frames may be waiting (a permit is kept if nobody
+    /// waits, so a push is never missed).
+    pub async fn frames_ready(&self) {
+        self.frames_ready.notified().await
+    }
+
+    /// Takes every queued frame, oldest first.
+    pub fn take_frames(&self) -> VecDeque<Frame> {
+        std::mem::take(&mut self.queues().frames)
+    }
+
+    /// Resolves when control work may be waiting.
+    pub async fn controls_ready(&self) {
+        self.controls_ready.notified().await
+    }
+
+    /// Takes the oldest control event.
+    pub fn next_control(&self) -> Option<Control> {
+        self.queues().controls.pop_front()
+    }
+
+    fn slow_consumer(&self) {
+        if self.close_reason.get().is_none() {
+            metrics::counter!(m::SLOW_CONSUMER_CLOSES).increment(1);
+        }
+        self.close(close::SLOW_CONSUMER, "slow consumer");
+    }
+
+    /// Asks the connection to close with `code`. The first reason wins.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        let _ = self.close_reason.set((code, reason));
+        self.closing.cancel();
+    }
+
+    /// Cancelled once [`close`](Self::close) was called.
+    pub fn closing(&self) -> &CancellationToken {
+        &self.closing
+    }
+
+    pub fn close_reason(&self) -> Option<(u16, &'static str)> {
+        self.close_reason.get().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(text: &str) -> Frame {
+        Frame::from(text.to_string())
+    }
+
+    #[test]
+    fn overflow_closes_with_4009_and_keeps_what_was_queued() {
+        let conn = ConnHandle::new(1, 2, 1);
+        assert!(conn.send(frame("a")));
+        assert!(conn.send(frame("b")));
+        assert!(!conn.send(frame("c")));
+        assert_eq!(conn.close_reason(), Some((close::SLOW_CONSUMER, "slow consumer")));
+        assert!(!conn.send(frame("d")), "nothing is queued once closing");
+        let taken: Vec<_> = conn.take_frames().into_iter().collect();
+        assert_eq!(taken, vec![frame("a"), frame("b")]);
+    }
+
+    #[test]
+    fn control_overflow_is_a_slow_consumer() {
+        let conn = ConnHandle::new(1, 8, 1);
+        let evict = || Control::Evicted {
+            room: "r".into(),
+            reason: EvictReason::Kicked,
+        };
+        assert!(conn.send_control(evict()));
+        assert!(!conn.send_control(evict()));
+        assert_eq!(conn.close_reason().map(|r| r.0), Some(close::SLOW_CONSUMER));
+        assert_eq!(conn.next_control(), Some(evict()));
+        assert_eq!(conn.next_control(), None);
+    }
+
+    #[tokio::test]
+    async fn a_push_before_waiting_is_not_missed() {
+        let conn = ConnHandle::new(1, 8, 8);
+        conn.send(frame("x"));
+        tokio::time::timeout(std::time::Duration::from_secs(1), conn.frames_ready())
+            .await
+            .expect("the permit was kept");
+        assert_eq!(conn.take_frames().len(), 1);
+    }
+}
