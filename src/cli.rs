@@ -13,7 +13,11 @@ use http_body_util::{BodyExt, Full};
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "swiftchat", version, about = "A horizontally scalable WebSocket chat gateway")]
+#[command(
+    name = "swiftchat",
+    version,
+    about = "A horizontally scalable WebSocket chat gateway"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -103,10 +107,16 @@ pub fn load_config(
 }
 
 /// `swiftchat shutdown`.
-pub async fn shutdown(config_file: Option<&std::path::Path>, args: ShutdownArgs) -> anyhow::Result<()> {
+pub async fn shutdown(
+    config_file: Option<&std::path::Path>,
+    args: ShutdownArgs,
+) -> anyhow::Result<()> {
     let config = load_config(config_file, None, args.redis.as_deref())?;
     if let Some(url) = &args.url {
-        let key = args.key.clone().unwrap_or(config.admin.shutdown_key.clone());
+        let key = args
+            .key
+            .clone()
+            .unwrap_or(config.admin.shutdown_key.clone());
         if key.is_empty() {
             bail!("--url needs --key (or admin.shutdown_key in the configuration)");
         }
@@ -143,9 +153,12 @@ async fn post_shutdown(url: &str, key: &str, reason: Option<&str>) -> anyhow::Re
         .header(hyper::header::AUTHORIZATION, format!("Bearer {key}"))
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(Full::new(bytes::Bytes::from(body)))?;
-    let response = tokio::time::timeout(std::time::Duration::from_secs(10), sender.send_request(request))
-        .await
-        .context("timed out waiting for the node")??;
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        sender.send_request(request),
+    )
+    .await
+    .context("timed out waiting for the node")??;
     let status = response.status();
     let text = response.into_body().collect().await?.to_bytes();
     if status == hyper::StatusCode::ACCEPTED {

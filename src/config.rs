@@ -356,7 +356,10 @@ impl Config {
             ("limits.outbound_queue", l.outbound_queue as u64),
             ("limits.control_queue", l.control_queue as u64),
             ("limits.flood_window_secs", l.flood_window_secs),
-            ("websocket.read_buffer_bytes", self.websocket.read_buffer_bytes as u64),
+            (
+                "websocket.read_buffer_bytes",
+                self.websocket.read_buffer_bytes as u64,
+            ),
             ("websocket.write_batch", self.websocket.write_batch as u64),
             ("redis.pool_size", self.redis.pool_size as u64),
             ("redis.command_timeout_ms", self.redis.command_timeout_ms),

@@ -171,7 +171,10 @@ mod tests {
         assert!(conn.send(frame("a")));
         assert!(conn.send(frame("b")));
         assert!(!conn.send(frame("c")));
-        assert_eq!(conn.close_reason(), Some((close::SLOW_CONSUMER, "slow consumer")));
+        assert_eq!(
+            conn.close_reason(),
+            Some((close::SLOW_CONSUMER, "slow consumer"))
+        );
         assert!(!conn.send(frame("d")), "nothing is queued once closing");
         let taken: Vec<_> = conn.take_frames().into_iter().collect();
         assert_eq!(taken, vec![frame("a"), frame("b")]);

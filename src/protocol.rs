@@ -105,9 +105,9 @@ pub fn parse_client_frame(text: &str) -> Result<ClientPayload, ParseError> {
         ));
     };
     let op = match object.get("op") {
-        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
-            ParseError::BadPayload("The field op must be an integer.".into())
-        })?,
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .ok_or_else(|| ParseError::BadPayload("The field op must be an integer.".into()))?,
         Some(_) => {
             return Err(ParseError::BadPayload(
                 "The field op must be an integer.".into(),
@@ -128,7 +128,9 @@ pub fn parse_client_frame(text: &str) -> Result<ClientPayload, ParseError> {
 
 fn d_object<T: for<'de> Deserialize<'de>>(d: Value) -> Result<T, ParseError> {
     if !d.is_object() {
-        return Err(ParseError::BadPayload("The field d must be an object.".into()));
+        return Err(ParseError::BadPayload(
+            "The field d must be an object.".into(),
+        ));
     }
     serde_json::from_value(d).map_err(|e| ParseError::BadPayload(format!("Bad field in d: {e}.")))
 }
@@ -192,7 +194,10 @@ impl NoticeCode {
     }
 
     pub fn is_error(self) -> bool {
-        !matches!(self, NoticeCode::Joined | NoticeCode::Left | NoticeCode::Info)
+        !matches!(
+            self,
+            NoticeCode::Joined | NoticeCode::Left | NoticeCode::Info
+        )
     }
 }
 
@@ -397,7 +402,10 @@ impl MessageDraft {
         .expect("plain data serializes");
         // `d` ends with '}': reopen it to append `seq` as the last field.
         let open = &d[..d.len() - 1];
-        (format!("{{\"op\":0,\"d\":{open},\"seq\":"), "}}".to_string())
+        (
+            format!("{{\"op\":0,\"d\":{open},\"seq\":"),
+            "}}".to_string(),
+        )
     }
 
     /// The complete MESSAGE frame for a given `seq`.
@@ -475,7 +483,11 @@ mod tests {
                 "{bad}"
             );
         }
-        for (text, op) in [(r#"{"op":0,"d":{}}"#, 0), (r#"{"op":99}"#, 99), (r#"{"op":7}"#, 7)] {
+        for (text, op) in [
+            (r#"{"op":0,"d":{}}"#, 0),
+            (r#"{"op":99}"#, 99),
+            (r#"{"op":7}"#, 7),
+        ] {
             assert_eq!(parse_client_frame(text), Err(ParseError::UnknownOp(op)));
         }
     }

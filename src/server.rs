@@ -124,8 +124,8 @@ async fn run(
             }),
             app,
         )
-            .with_graceful_shutdown(stopping.clone().cancelled_owned())
-            .into_future(),
+        .with_graceful_shutdown(stopping.clone().cancelled_owned())
+        .into_future(),
     );
     stopping.cancelled().await;
     let reconnect = chat.shutdown.notice().is_some_and(|n| n.reconnect);

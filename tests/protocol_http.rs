@@ -40,7 +40,7 @@ async fn health_ready_metrics_and_index(backend: Backend) {
         .body
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| l.split(|c| c == '{' || c == ' ').next())
+        .filter_map(|l| l.split(['{', ' ']).next())
         .filter(|n| n.starts_with("swiftchat_"))
         .collect();
     assert!(

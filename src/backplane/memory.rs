@@ -55,7 +55,9 @@ impl MemoryBackplane {
     /// A fresh backplane whose only room is `default_room` (ownerless).
     pub fn new(default_room: &str, delivery: Arc<dyn Delivery>) -> Arc<Self> {
         let mut state = State::default();
-        state.rooms.insert(default_room.to_string(), Room::default());
+        state
+            .rooms
+            .insert(default_room.to_string(), Room::default());
         Arc::new(Self {
             state: Mutex::new(state),
             delivery,
@@ -111,7 +113,10 @@ impl Backplane for MemoryBackplane {
                 },
             );
         }
-        let room = state.rooms.get(request.room).expect("present or just created");
+        let room = state
+            .rooms
+            .get(request.room)
+            .expect("present or just created");
         if room.bans.contains(request.user_key) {
             return Ok(JoinOutcome::Banned);
         }

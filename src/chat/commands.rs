@@ -5,19 +5,34 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Help,
-    Join { room: String, password: Option<String> },
+    Join {
+        room: String,
+        password: Option<String>,
+    },
     Leave,
     Rooms,
     Users,
-    Lock { password: String },
+    Lock {
+        password: String,
+    },
     Unlock,
     Close,
-    Open { room: String },
+    Open {
+        room: String,
+    },
     Delete,
-    Kick { user: String },
-    Ban { user: String },
-    Unban { user: String },
-    Shutdown { reason: Option<String> },
+    Kick {
+        user: String,
+    },
+    Ban {
+        user: String,
+    },
+    Unban {
+        user: String,
+    },
+    Shutdown {
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,17 +46,26 @@ pub enum CommandError {
 /// One line per command, for `\help` (the prefix is prepended).
 pub const HELP: &[(&str, &str)] = &[
     ("help", "list the commands"),
-    ("join ROOM [PASSWORD]", "move to ROOM, creating it if needed (alias: switch)"),
+    (
+        "join ROOM [PASSWORD]",
+        "move to ROOM, creating it if needed (alias: switch)",
+    ),
     ("leave", "back to the default room"),
     ("rooms", "list rooms with their state and user counts"),
     ("users", "list the users in your room"),
     ("lock PASSWORD", "lock your room (owner, admin)"),
     ("unlock", "unlock your room (owner, admin)"),
-    ("close", "close your room and move its members out (owner, admin)"),
+    (
+        "close",
+        "close your room and move its members out (owner, admin)",
+    ),
     ("open ROOM", "reopen a closed room (owner of ROOM, admin)"),
     ("delete", "delete your room (owner, admin)"),
     ("kick USER", "move USER out of your room (owner, admin)"),
-    ("ban USER", "remove USER from your room for good (owner, admin)"),
+    (
+        "ban USER",
+        "remove USER from your room for good (owner, admin)",
+    ),
     ("unban USER", "lift a ban (owner, admin)"),
     ("shutdown [REASON]", "shut the whole cluster down (admin)"),
 ];
@@ -49,9 +73,7 @@ pub const HELP: &[(&str, &str)] = &[
 /// Parses `line`, the content after the prefix.
 pub fn parse(line: &str, prefix: &str) -> Result<Command, CommandError> {
     let line = line.trim_start();
-    let (name, rest) = line
-        .split_once(char::is_whitespace)
-        .unwrap_or((line, ""));
+    let (name, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
     let args: Vec<&str> = rest.split_whitespace().collect();
     let bad = |usage: &str| CommandError::BadArguments(format!("Usage: {prefix}{usage}"));
     let one = |usage: &str| match args.as_slice() {
@@ -155,10 +177,25 @@ mod tests {
                 reason: Some("going down now".into())
             })
         );
-        assert!(matches!(parse("join", "\\"), Err(CommandError::BadArguments(_))));
-        assert!(matches!(parse("join a.b", "\\"), Err(CommandError::BadArguments(_))));
-        assert!(matches!(parse("kick", "\\"), Err(CommandError::BadArguments(_))));
-        assert!(matches!(parse("leave now", "\\"), Err(CommandError::BadArguments(_))));
-        assert!(matches!(parse("dance", "\\"), Err(CommandError::Unknown(..))));
+        assert!(matches!(
+            parse("join", "\\"),
+            Err(CommandError::BadArguments(_))
+        ));
+        assert!(matches!(
+            parse("join a.b", "\\"),
+            Err(CommandError::BadArguments(_))
+        ));
+        assert!(matches!(
+            parse("kick", "\\"),
+            Err(CommandError::BadArguments(_))
+        ));
+        assert!(matches!(
+            parse("leave now", "\\"),
+            Err(CommandError::BadArguments(_))
+        ));
+        assert!(matches!(
+            parse("dance", "\\"),
+            Err(CommandError::Unknown(..))
+        ));
     }
 }

@@ -19,9 +19,8 @@ use crate::backplane::{
 use crate::config::AuthMode;
 use crate::metrics as m;
 use crate::protocol::{
-    self, close, normalize_room_name, parse_client_frame, user_key, valid_user_name,
-    ClientPayload, MessageCreate, MessageDraft, NoticeCode, ParseError, RoomStateReason,
-    ShutdownRequest,
+    self, close, normalize_room_name, parse_client_frame, user_key, valid_user_name, ClientPayload,
+    MessageCreate, MessageDraft, NoticeCode, ParseError, RoomStateReason, ShutdownRequest,
 };
 use crate::registry::{ConnHandle, Control, EvictReason};
 
@@ -272,7 +271,10 @@ impl Session {
             self.publish_shutdown(request.reason).await
         } else {
             self.wrong_keys += 1;
-            tracing::warn!(attempt = self.wrong_keys, "shutdown payload with a wrong key");
+            tracing::warn!(
+                attempt = self.wrong_keys,
+                "shutdown payload with a wrong key"
+            );
             self.notice(NoticeCode::Forbidden, "Wrong shutdown key.");
             if self.wrong_keys >= self.chat.config.limits.shutdown_key_attempts {
                 Flow::Close(close::AUTH_FAILED, "too many wrong shutdown keys")
@@ -333,10 +335,8 @@ impl Session {
         match backplane.claim_name(&key, name).await {
             Ok(true) => {}
             Ok(false) => {
-                return self.login_failed(
-                    NoticeCode::NameTaken,
-                    &format!("The name {name} is taken."),
-                )
+                return self
+                    .login_failed(NoticeCode::NameTaken, &format!("The name {name} is taken."))
             }
             Err(error) => return self.login_backplane_failed(&error),
         }
@@ -381,7 +381,8 @@ impl Session {
         registry.enter(&key, name, &room, &self.conn);
         metrics::counter!(m::LOGINS).increment(1);
         tracing::debug!(conn = self.conn.id, admin, "logged in");
-        self.announce(&room, name, NoticeCode::Joined, members).await;
+        self.announce(&room, name, NoticeCode::Joined, members)
+            .await;
         Flow::Continue
     }
 
@@ -444,14 +445,17 @@ impl Session {
         // The move's CACHE_UPDATE goes out before the new room's traffic.
         self.send_cache_update().await;
         chat.registry.enter(&key, &name, room, &self.conn);
-        chat.registry.release_room(&*chat.backplane, &previous).await;
+        chat.registry
+            .release_room(&*chat.backplane, &previous)
+            .await;
         self.announce(&previous, &name, NoticeCode::Left, previous_members + 1)
             .await;
         if created {
             self.publish_room_state(room, RoomStateReason::Created)
                 .await;
         }
-        self.announce(room, &name, NoticeCode::Joined, members).await;
+        self.announce(room, &name, NoticeCode::Joined, members)
+            .await;
         Ok(outcome.expect("matched Ok above"))
     }
 
@@ -559,7 +563,10 @@ impl Session {
             Command::Unban { user } => self.unban(&user).await,
             Command::Shutdown { reason } => {
                 if !self.is_admin() {
-                    self.notice(NoticeCode::Forbidden, "Only admins can shut the cluster down.");
+                    self.notice(
+                        NoticeCode::Forbidden,
+                        "Only admins can shut the cluster down.",
+                    );
                     return Flow::Continue;
                 }
                 tracing::info!("cluster-wide shutdown requested by an admin");
@@ -662,7 +669,10 @@ impl Session {
             self.info(&format!("Room {room} is not closed."));
             return Flow::Continue;
         }
-        if try_backplane!(self, self.chat.backplane.change_room(room, RoomChange::Open)) {
+        if try_backplane!(
+            self,
+            self.chat.backplane.change_room(room, RoomChange::Open)
+        ) {
             self.info(&format!("Room {room} opened."));
             self.publish_room_state(room, RoomStateReason::Opened).await;
         } else {
@@ -723,10 +733,7 @@ impl Session {
             return Flow::Continue;
         }
         let target_key = user_key(target);
-        if !try_backplane!(
-            self,
-            self.chat.backplane.set_ban(&room, &target_key, false)
-        ) {
+        if !try_backplane!(self, self.chat.backplane.set_ban(&room, &target_key, false)) {
             self.info(&format!("{target} was not banned from {room}."));
             return Flow::Continue;
         }
@@ -812,11 +819,11 @@ fn refusal(outcome: JoinOutcome, room: &str) -> (NoticeCode, String) {
             NoticeCode::RoomLocked,
             format!("The room {room} is locked; a correct password is needed."),
         ),
-        JoinOutcome::Closed => (NoticeCode::RoomClosed, format!("The room {room} is closed.")),
-        JoinOutcome::Banned => (
-            NoticeCode::Banned,
-            format!("You are banned from {room}."),
+        JoinOutcome::Closed => (
+            NoticeCode::RoomClosed,
+            format!("The room {room} is closed."),
         ),
+        JoinOutcome::Banned => (NoticeCode::Banned, format!("You are banned from {room}.")),
         JoinOutcome::Joined { .. } => (NoticeCode::Info, format!("You are now in {room}.")),
     }
 }

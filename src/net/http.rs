@@ -40,7 +40,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index_or_upgrade))
         .route("/ws", get(upgrade))
-        .route("/app.css", get(|| async { static_file("text/css", APP_CSS) }))
+        .route(
+            "/app.css",
+            get(|| async { static_file("text/css", APP_CSS) }),
+        )
         .route(
             "/app.js",
             get(|| async { static_file("text/javascript", APP_JS) }),
