@@ -223,6 +223,60 @@ async fn cache_agreement_across_nodes() {
     .await
 }
 
+/// Concurrent logins and moves on one node: each CACHE_UPDATE already
+/// counts the change it answers (the node shares one snapshot between
+/// concurrent callers, but only one taken after each of them asked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_logins_and_moves_each_count_themselves() {
+    bounded(async {
+        const WAVE: usize = 12;
+        let cluster = Cluster::start(2).await;
+        let addr = cluster.node(0).addr();
+        let mut clients: Vec<Client> = Vec::new();
+        for wave in 0..2 {
+            let mut logins = tokio::task::JoinSet::new();
+            for i in 0..WAVE {
+                logins.spawn(async move {
+                    let mut c = Client::connect(addr).await;
+                    c.label = format!("Crowd{wave}x{i}");
+                    c.send_identify(serde_json::json!({"name": c.label})).await;
+                    let me = c.label.clone();
+                    let d = c.recv_until(&expect::cache_me(&me, "general")).await["d"].clone();
+                    (c, d)
+                });
+            }
+            while let Some(joined) = logins.join_next().await {
+                let (c, d) = joined.expect("login task");
+                let least = (wave * WAVE + 1) as u64;
+                assert!(
+                    d["users"].as_u64().unwrap() >= least,
+                    "[{}] login not counted (at least {least}): {d}",
+                    c.label
+                );
+                clients.push(c);
+            }
+        }
+        for round in 0..3 {
+            let mut moves = tokio::task::JoinSet::new();
+            for (i, mut c) in clients.drain(..).enumerate() {
+                moves.spawn(async move {
+                    let room = format!("crowd{round}x{i}");
+                    c.command(&format!("\\join {room}")).await;
+                    let me = c.label.clone();
+                    let d = c.recv_until(&expect::cache_me(&me, &room)).await["d"].clone();
+                    assert_eq!(room_users(&d, &room), 1, "[{me}] move not counted: {d}");
+                    assert_eq!(d["users"], 2 * WAVE, "[{me}] {d}");
+                    c
+                });
+            }
+            while let Some(moved) = moves.join_next().await {
+                clients.push(moved.expect("move task"));
+            }
+        }
+    })
+    .await
+}
+
 /// Waits for a frame on several clients; returns the time since `started`
 /// when the last one arrived, and checks it against guarantee 3 (1 s).
 async fn everyone_gets(

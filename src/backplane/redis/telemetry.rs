@@ -32,6 +32,9 @@ pub const NAME_CONFLICTS: &str = "swiftchat_redis_name_conflicts_total";
 /// reaped or taken over from a dead node, or written back after this node
 /// was reaped while alive.
 pub const PRESENCE_NOTICES: &str = "swiftchat_redis_presence_notices_total";
+/// CACHE_UPDATE snapshots served from a snapshot script that another
+/// caller had started after this one asked (see `Snapshots` in `mod.rs`).
+pub const SNAPSHOTS_SHARED: &str = "swiftchat_redis_snapshots_shared_total";
 /// Events or probes from Redis that could not be parsed.
 pub const BAD_PUSHES: &str = "swiftchat_redis_bad_pushes_total";
 
@@ -60,6 +63,10 @@ pub fn describe() {
         metrics::describe_counter!(
             PRESENCE_NOTICES,
             "joined/left notices published on behalf of dead or reaped nodes' users."
+        );
+        metrics::describe_counter!(
+            SNAPSHOTS_SHARED,
+            "Snapshots served by a script another caller started after this one asked."
         );
         metrics::describe_counter!(BAD_PUSHES, "Pub/sub payloads that could not be parsed.");
     });
