@@ -283,6 +283,22 @@ pub fn notice(code: NoticeCode, message: &str, room: Option<&str>, user: Option<
     )
 }
 
+/// A `joined` or `left` NOTICE for `name` in `room`: one wording wherever
+/// presence is announced (sessions, and the reaper of a dead node).
+pub fn presence_notice(joined: bool, name: &str, room: &str) -> Frame {
+    let (code, verb) = if joined {
+        (NoticeCode::Joined, "joined")
+    } else {
+        (NoticeCode::Left, "left")
+    };
+    notice(
+        code,
+        &format!("{name} {verb} {room}."),
+        Some(room),
+        Some(name),
+    )
+}
+
 /// The answer to `\users`: a NOTICE `info` whose extra field `users` lists
 /// the members, so clients need not parse `message`.
 pub fn users_notice(message: &str, room: &str, users: &[String]) -> Frame {

@@ -70,13 +70,12 @@ impl MemoryBackplane {
     }
 }
 
-fn leave(state: &mut State, user_key: &str, room: Option<&str>) -> u64 {
-    room.and_then(|name| state.rooms.get_mut(name))
-        .map(|room| {
-            room.members.remove(user_key);
-            room.members.len() as u64
-        })
-        .unwrap_or(0)
+/// Removes the user from `room`; the members left, or `None` if it was not
+/// a member.
+fn leave(state: &mut State, user_key: &str, room: Option<&str>) -> Option<u64> {
+    let room = state.rooms.get_mut(room?)?;
+    room.members.remove(user_key)?;
+    Some(room.members.len() as u64)
 }
 
 #[async_trait]
@@ -92,7 +91,11 @@ impl Backplane for MemoryBackplane {
         Ok(true)
     }
 
-    async fn release_name(&self, user_key: &str, room: Option<&str>) -> BackplaneResult<u64> {
+    async fn release_name(
+        &self,
+        user_key: &str,
+        room: Option<&str>,
+    ) -> BackplaneResult<Option<u64>> {
         let mut state = self.state();
         state.names.remove(user_key);
         Ok(leave(&mut state, user_key, room))
@@ -128,7 +131,8 @@ impl Backplane for MemoryBackplane {
                 return Ok(JoinOutcome::Locked);
             }
         }
-        let previous_members = leave(&mut state, request.user_key, request.previous_room);
+        let previous_members =
+            leave(&mut state, request.user_key, request.previous_room).unwrap_or(0);
         let room = state.rooms.get_mut(request.room).expect("checked above");
         room.members.insert(
             request.user_key.to_string(),
@@ -246,4 +250,62 @@ impl Backplane for MemoryBackplane {
     }
 
     async fn close(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoDelivery;
+    impl Delivery for NoDelivery {
+        fn deliver_room(&self, _: &str, _: Bytes) {}
+        fn deliver_event(&self, _: ClusterEvent) {}
+        fn local_users(&self) -> Vec<crate::backplane::LocalUser> {
+            Vec::new()
+        }
+        fn has_local_members(&self, _: &str) -> bool {
+            false
+        }
+    }
+
+    #[tokio::test]
+    async fn release_reports_the_membership_once() {
+        let backplane = MemoryBackplane::new("general", Arc::new(NoDelivery));
+        assert!(backplane.claim_name("ann", "Ann").await.unwrap());
+        let joined = backplane
+            .join_room(JoinRequest {
+                user_key: "ann",
+                display_name: "Ann",
+                room: "general",
+                password_hash: None,
+                create: false,
+                previous_room: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            joined,
+            JoinOutcome::Joined {
+                created: false,
+                members: 1,
+                previous_members: 0
+            }
+        );
+        assert_eq!(
+            backplane
+                .release_name("ann", Some("general"))
+                .await
+                .unwrap(),
+            Some(0)
+        );
+        assert_eq!(
+            backplane
+                .release_name("ann", Some("general"))
+                .await
+                .unwrap(),
+            None,
+            "a second release announces nothing"
+        );
+        assert!(backplane.claim_name("ann", "Ann").await.unwrap());
+    }
 }

@@ -163,8 +163,14 @@ pub trait Backplane: Send + Sync + 'static {
 
     /// Frees the name and removes the user from `room` (if any): the user
     /// disconnected. Must be idempotent. Returns how many members `room` has
-    /// left (0 without a room).
-    async fn release_name(&self, user_key: &str, room: Option<&str>) -> BackplaneResult<u64>;
+    /// left, or `None` when the user was not a member of it (no room given,
+    /// or already removed, e.g. by the reaper of a node presumed dead), so
+    /// that `left` is announced once.
+    async fn release_name(
+        &self,
+        user_key: &str,
+        room: Option<&str>,
+    ) -> BackplaneResult<Option<u64>>;
 
     /// Checks ban, closed and lock and moves the user into the room, all in
     /// one atomic step.

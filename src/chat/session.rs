@@ -170,10 +170,12 @@ impl Session {
             .release_name(&user.key, Some(&user.room))
             .await
         {
-            Ok(remaining) => {
+            Ok(Some(remaining)) => {
                 self.announce(&user.room, &user.name, NoticeCode::Left, remaining + 1)
                     .await
             }
+            // Already removed (and announced) by whoever reaped it.
+            Ok(None) => {}
             // Presence of a node that cannot reach the store is cleaned up
             // by its heartbeat expiring or by re-registration.
             Err(error) => tracing::warn!(%error, "could not release a name"),
@@ -465,11 +467,7 @@ impl Session {
         if members > self.chat.config.limits.presence_notice_max_members {
             return;
         }
-        let message = match code {
-            NoticeCode::Joined => format!("{name} joined {room}."),
-            _ => format!("{name} left {room}."),
-        };
-        let frame = protocol::notice(code, &message, Some(room), Some(name));
+        let frame = protocol::presence_notice(code == NoticeCode::Joined, name, room);
         if let Err(error) = self
             .chat
             .backplane

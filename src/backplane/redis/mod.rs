@@ -617,7 +617,11 @@ impl Backplane for RedisBackplane {
         Ok(claimed)
     }
 
-    async fn release_name(&self, user_key: &str, room: Option<&str>) -> BackplaneResult<u64> {
+    async fn release_name(
+        &self,
+        user_key: &str,
+        room: Option<&str>,
+    ) -> BackplaneResult<Option<u64>> {
         let inner = &self.inner;
         inner.claims().remove(user_key);
         let mut call = inner.script(&SCRIPTS.release);
@@ -628,7 +632,8 @@ impl Backplane for RedisBackplane {
             .run::<i64>("release_name", Call::Script(call))
             .await
             .inspect_err(|_| inner.needs_reconcile.store(true, Ordering::Release))?;
-        Ok(left.max(0) as u64)
+        // -1: the user was no longer a member (a reaper got there first).
+        Ok(u64::try_from(left).ok())
     }
 
     async fn join_room(&self, request: JoinRequest<'_>) -> BackplaneResult<JoinOutcome> {

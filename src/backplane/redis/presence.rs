@@ -68,12 +68,7 @@ impl PresenceNotice {
     /// The frame the session would have published (`chat::session`'s
     /// `announce`).
     fn frame(&self) -> protocol::Frame {
-        let (name, room) = (&self.name, &self.room);
-        let message = match self.code {
-            NoticeCode::Joined => format!("{name} joined {room}."),
-            _ => format!("{name} left {room}."),
-        };
-        protocol::notice(self.code, &message, Some(room), Some(name))
+        protocol::presence_notice(self.code == NoticeCode::Joined, &self.name, &self.room)
     }
 }
 

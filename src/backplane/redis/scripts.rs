@@ -113,6 +113,7 @@ const RELEASE: &str = r#"
 local node, user, room = ARGV[2], ARGV[3], ARGV[4]
 local ukey = B .. 'node:' .. node .. ':users'
 local holder = redis.call('HGET', B .. 'names', user)
+local removed = 0
 if (not holder) or holder == node then
   if holder then
     redis.call('HDEL', B .. 'names', user)
@@ -122,12 +123,12 @@ if (not holder) or holder == node then
     redis.call('HDEL', B .. 'members:' .. recorded, user)
   end
   if room ~= '' then
-    redis.call('HDEL', B .. 'members:' .. room, user)
+    removed = redis.call('HDEL', B .. 'members:' .. room, user)
   end
 end
 redis.call('HDEL', ukey, user)
-if room == '' then
-  return 0
+if removed == 0 then
+  return -1
 end
 return redis.call('HLEN', B .. 'members:' .. room)
 "#;
