@@ -75,7 +75,8 @@ async fn redis_outage_of_20s_then_recovery_without_reconnect() {
             client.settle().await;
         }
         a.send_message("before").await;
-        b.recv_until(&expect::message("OutA", "before")).await;
+        let before = b.recv_until(&expect::message("OutA", "before")).await;
+        let seq_before = before["d"]["seq"].as_u64().expect("seq");
 
         cluster.redis.stop();
         let stopped = Instant::now();
@@ -118,8 +119,14 @@ async fn redis_outage_of_20s_then_recovery_without_reconnect() {
         let accepted = send_until_accepted(&mut a, "after", FIVE_SECONDS * 2).await;
         report("recovery: first message accepted", restarted.elapsed());
         a.send_message("across again").await;
-        b.recv_until(&expect::message("OutA", "across again")).await;
+        let again = b.recv_until(&expect::message("OutA", "across again")).await;
         let across = restarted.elapsed();
+        // Redis lost the room's counter, but numbering does not repeat.
+        let seq_again = again["d"]["seq"].as_u64().expect("seq");
+        assert!(
+            seq_again > seq_before + 1,
+            "seq {seq_again} after the restart repeats one before it (last was {seq_before})"
+        );
         report("recovery: cross-node delivery works again", across);
         assert!(ready <= FIVE_SECONDS, "ready after {ready:?}");
         assert!(

@@ -30,6 +30,7 @@ mod health;
 mod keys;
 mod presence;
 mod scripts;
+mod seq_floor;
 mod subscriber;
 mod telemetry;
 
@@ -745,7 +746,8 @@ impl Backplane for RedisBackplane {
             .key(inner.keys.room_channel(&draft.room))
             .arg(inner.keys.base())
             .arg(prefix)
-            .arg(suffix);
+            .arg(suffix)
+            .arg(inner.subscriber.seq_floor(&draft.room));
         let seq = inner
             .run::<Option<i64>>("publish_message", Call::Script(call))
             .await?;

@@ -232,8 +232,9 @@ return out
 "#;
 
 /// KEYS: room hash, seq counter, room channel. ARGV: base, frame prefix,
-/// frame suffix. Returns the new `seq`, or nil (nothing published) when the
-/// room is missing or closed.
+/// frame suffix, seq floor (the highest `seq` this node relayed in the room,
+/// see `seq_floor.rs`). Returns the new `seq`, or nil (nothing published)
+/// when the room is missing or closed.
 ///
 /// INCR and PUBLISH in one script: Redis runs scripts one at a time and
 /// delivers a channel's messages in PUBLISH order, so every subscriber of
@@ -244,6 +245,13 @@ if (not closed) or closed == '1' then
   return false
 end
 local seq = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[4])
+if seq <= floor then
+  -- The counter was lost (Redis came back empty): never repeat a number
+  -- this node has already relayed in the room.
+  seq = floor + 1
+  redis.call('SET', KEYS[2], seq)
+end
 redis.call('PUBLISH', KEYS[3], ARGV[2] .. seq .. ARGV[3])
 return seq
 "#;

@@ -34,8 +34,10 @@ use tokio::sync::mpsc;
 
 use super::health::Health;
 use super::keys::Keys;
+use super::seq_floor::SeqFloors;
 use super::telemetry;
 use crate::backplane::{BackplaneError, BackplaneResult, ClusterEvent, Delivery};
+use crate::protocol::RoomStateReason;
 
 /// Channels per SUBSCRIBE command when resubscribing everything.
 const SUBSCRIBE_BATCH: usize = 256;
@@ -51,6 +53,8 @@ struct Shared {
     health: Arc<Health>,
     /// Rooms this node wants to hear: from `subscribe` until `unsubscribe`.
     rooms: Mutex<HashSet<String>>,
+    /// The last `seq` relayed per room (no repeats after Redis data loss).
+    seq_floors: SeqFloors,
     /// Set on every disconnection: the supervisor subscribes everything again.
     resync: AtomicBool,
     stray: mpsc::Sender<String>,
@@ -91,11 +95,21 @@ impl Shared {
 
     fn on_message(&self, channel: &[u8], payload: Vec<u8>) {
         if let Some(room) = self.keys.room_of_channel(channel) {
+            self.seq_floors.observe(room, &payload);
             // Relayed verbatim: the bytes are the frame clients receive.
             self.delivery.deliver_room(room, Bytes::from(payload));
         } else if channel == self.keys.events_channel().as_bytes() {
             match serde_json::from_slice::<ClusterEvent>(&payload) {
-                Ok(event) => self.delivery.deliver_event(event),
+                Ok(event) => {
+                    if let ClusterEvent::RoomState {
+                        room,
+                        reason: RoomStateReason::Deleted,
+                    } = &event
+                    {
+                        self.seq_floors.forget(room);
+                    }
+                    self.delivery.deliver_event(event)
+                }
                 Err(e) => {
                     metrics::counter!(telemetry::BAD_PUSHES).increment(1);
                     tracing::warn!(error = %e, "unreadable cluster event ignored");
@@ -163,6 +177,7 @@ impl Subscriber {
             delivery,
             health,
             rooms: Mutex::new(HashSet::new()),
+            seq_floors: SeqFloors::default(),
             resync: AtomicBool::new(true),
             stray,
         });
@@ -222,6 +237,7 @@ impl Subscriber {
         if self.shared.rooms().remove(room) {
             metrics::gauge!(telemetry::SUBSCRIPTIONS).decrement(1.0);
         }
+        self.shared.seq_floors.forget(room);
         let result = self
             .unsubscribe_channel(self.shared.keys.room_channel(room))
             .await;
@@ -229,6 +245,11 @@ impl Subscriber {
             let _ = self.shared.stray.try_send(room.to_string());
         }
         result
+    }
+
+    /// The highest `seq` this node relayed in `room` (0 if none).
+    pub fn seq_floor(&self, room: &str) -> u64 {
+        self.shared.seq_floors.floor(room)
     }
 
     /// Unsubscribes a stray room unless it became wanted again. Returns
