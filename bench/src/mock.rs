@@ -27,6 +27,11 @@ pub struct MockArgs {
     pub drop_every: u64,
     #[arg(long, default_value_t = 0)]
     pub dup_every: u64,
+    /// Write coalescing: after the first queued frame, wait this many ms for
+    /// more before one write (0: write at once). For estimating what
+    /// batching writes would save a server.
+    #[arg(long, default_value_t = 0)]
+    pub write_delay_ms: u64,
 }
 
 #[derive(Default)]
@@ -84,6 +89,12 @@ async fn conn(
             tokio::select! {
                 n = rx.recv_many(&mut batch, 64) => {
                     if n == 0 { break; }
+                    if st.args.write_delay_ms > 0 {
+                        tokio::time::sleep(std::time::Duration::from_millis(st.args.write_delay_ms)).await;
+                        while let Ok(f) = rx.try_recv() {
+                            batch.push(f);
+                        }
+                    }
                     for f in batch.drain(..) {
                         ws.feed(Message::Text(f)).await?;
                     }
