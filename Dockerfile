@@ -1,14 +1,18 @@
 # SwiftChat container image.
 #
-# Normal build (needs the rust and debian images from a registry):
+# Normal build (needs the rust and debian images from a registry; what
+# `docker compose up` does when the image is missing):
 #     docker build -t swiftchat/swiftchat:local .
-# Offline build (no registry, e.g. CI here): build the binary on the host and
-# put it into the very same runtime stage (see docs/deployment.md):
+# Offline build (no registry, e.g. CI here): `bash deploy/offline.sh build`
+# builds the binary on the host and puts it into the very same runtime stage
+# (deploy/lib.sh, build_app_image; see docs/deployment.md):
 #     deploy/images.sh                    # swiftchat/debian:bookworm-slim from Debian packages
 #     cargo build --release --locked --bin swiftchat
+#     strip --strip-debug -o target/docker/swiftchat target/release/swiftchat
 #     docker build --target runtime-base \
 #         --build-arg RUNTIME_BASE=swiftchat/debian:bookworm-slim -t swiftchat/runtime-base:local .
-#     docker build -f deploy/prebuilt.Dockerfile -t swiftchat/swiftchat:local .
+#     docker build -f deploy/prebuilt.Dockerfile \
+#         --build-arg PREBUILT=target/docker/swiftchat -t swiftchat/swiftchat:local .
 #
 # runtime-base comes first because the classic builder (Docker without
 # BuildKit) builds every stage up to --target: `--target runtime-base` never

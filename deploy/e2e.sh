@@ -2,7 +2,8 @@
 # End-to-end test of the deployment on the local Docker engine, offline:
 #   1. base images from Debian packages (deploy/images.sh), the SwiftChat
 #      binary built on the host and put into the Dockerfile's runtime stage
-#      (--target runtime-base, then deploy/prebuilt.Dockerfile);
+#      (--target runtime-base, then deploy/prebuilt.Dockerfile), the same
+#      steps as deploy/offline.sh (shared in deploy/lib.sh);
 #   2. the real docker-compose.yml under a unique project name, exercised by
 #      deploy/e2e_client.py (3 replicas, spread, chat, scale to 5, kill one,
 #      rolling restart, cluster-wide shutdown);
@@ -19,6 +20,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
+# shellcheck source=deploy/lib.sh
+. deploy/lib.sh
 t0=$(date +%s)
 say() { printf '[e2e %4ss] %s\n' "$(( $(date +%s) - t0 ))" "$*"; }
 pre_passed=0   # images, cargo, image
@@ -30,13 +33,7 @@ fail() {
 }
 
 docker info >/dev/null 2>&1 || { echo "e2e: FAIL: no Docker engine answers"; exit 1; }
-if docker compose version >/dev/null 2>&1; then
-    COMPOSE="docker compose"
-elif command -v docker-compose >/dev/null; then
-    COMPOSE="docker-compose"
-else
-    echo "e2e: FAIL: neither 'docker compose' nor 'docker-compose' found"; exit 1
-fi
+find_compose || { echo "e2e: FAIL: neither 'docker compose' nor 'docker-compose' found"; exit 1; }
 
 # Leftovers of an earlier run that was killed before its cleanup ran.
 for p in $(docker ps -a --filter label=com.docker.compose.project --format '{{.Label "com.docker.compose.project"}}' | grep -E '^swiftchat-e2e-[0-9]+$' | sort -u); do
@@ -54,7 +51,9 @@ APP_IMAGE=swiftchat/swiftchat:e2e-$$
 WORK=$(mktemp -d)
 LB_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 KEY=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-# Everything Compose reads comes from this file, not from a developer's .env.
+# Everything Compose reads comes from this file, not from a developer's .env
+# (the images too: the compose defaults are the official ones, which need a
+# registry).
 cat >"$WORK/e2e.env" <<ENV
 APP_IMAGE=$APP_IMAGE
 REDIS_IMAGE=swiftchat/redis:local
@@ -99,25 +98,18 @@ say "base images ready in ${images_s}s ($(tail -1 "$WORK/images.log"))"
 stage=cargo
 t=$(date +%s)
 if [ "${E2E_SKIP_CARGO:-0}" != 1 ]; then
-    cargo build --release --bin swiftchat >"$WORK/cargo.log" 2>&1 || { tail -30 "$WORK/cargo.log"; fail "cargo build --release"; }
+    build_binary >"$WORK/cargo.log" 2>&1 || { tail -30 "$WORK/cargo.log"; fail "cargo build --release"; }
 fi
 [ -x target/release/swiftchat ] || fail "target/release/swiftchat missing"
 cargo_s=$(( $(date +%s) - t )); pre_passed=2
-say "cargo build --release --bin swiftchat: ${cargo_s}s"
+say "cargo build --release --locked --bin swiftchat: ${cargo_s}s"
 
 stage=image
 t=$(date +%s)
-mkdir -p target/docker
-strip --strip-debug -o target/docker/swiftchat target/release/swiftchat 2>/dev/null \
-    || cp target/release/swiftchat target/docker/swiftchat
-# the Dockerfile's runtime stage, then the host binary on top of it
-docker build --target runtime-base --build-arg RUNTIME_BASE=swiftchat/debian:bookworm-slim \
-    -t "$APP_IMAGE-base" . >"$WORK/build.log" 2>&1 \
-    || { tail -30 "$WORK/build.log"; fail "docker build --target runtime-base"; }
 built_image=1
-docker build -f deploy/prebuilt.Dockerfile --build-arg BASE="$APP_IMAGE-base" \
-    --build-arg PREBUILT=target/docker/swiftchat -t "$APP_IMAGE" . >>"$WORK/build.log" 2>&1 \
-    || { tail -30 "$WORK/build.log"; fail "docker build -f deploy/prebuilt.Dockerfile"; }
+# the Dockerfile's runtime stage, then the stripped host binary on top of it
+build_app_image "$APP_IMAGE" "$APP_IMAGE-base" >"$WORK/build.log" 2>&1 \
+    || { tail -30 "$WORK/build.log"; fail "docker build (--target runtime-base, then deploy/prebuilt.Dockerfile)"; }
 image_s=$(( $(date +%s) - t ))
 say "SwiftChat image $APP_IMAGE built in ${image_s}s, $(docker image inspect -f '{{.Size}}' "$APP_IMAGE" | awk '{printf "%.1f MB", $1/1e6}')"
 # The image really holds what the Dockerfile promises.

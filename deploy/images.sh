@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds, from Debian packages only, the base images that docker-compose.yml
-# and the Dockerfile's offline path use, for a Docker engine that cannot pull
-# from any image registry:
+# Builds, from Debian packages only, the base images of the offline path
+# (deploy/offline.sh, deploy/e2e.sh; tags in deploy/offline.env), for a
+# Docker engine that cannot pull from any image registry:
 #
 #   swiftchat/debian:bookworm-slim  minimal Debian 12 rootfs (debootstrap
 #                                   --variant=minbase), slimmed like the

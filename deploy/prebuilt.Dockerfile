@@ -1,7 +1,8 @@
 # The SwiftChat image from a binary built on the host, for engines that cannot
 # pull the Rust builder image. It is the Dockerfile's runtime stage unchanged
 # (user, HEALTHCHECK, STOPSIGNAL, ENTRYPOINT all come from the runtime-base
-# image) plus the binary:
+# image) plus the binary. `bash deploy/offline.sh build` (deploy/lib.sh,
+# build_app_image) runs these steps:
 #
 #   docker build --target runtime-base \
 #       --build-arg RUNTIME_BASE=swiftchat/debian:bookworm-slim \
