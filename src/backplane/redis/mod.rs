@@ -1,7 +1,7 @@
 //! The Redis backplane (issue 3): any number of stateless nodes sharing one
 //! Redis behave as one server.
 //!
-//! - **Commands** go through a deadpool-redis pool of multiplexed
+//! - **Commands** go through a deadpool pool (`pool.rs`) of multiplexed
 //!   connections. Every check-and-change that must be atomic across nodes is
 //!   one Lua script (`scripts.rs`); key layout in `keys.rs`.
 //! - **Fan-out**: one subscriber connection per node (`subscriber.rs`),
@@ -28,6 +28,7 @@
 
 mod health;
 mod keys;
+mod pool;
 mod presence;
 mod scripts;
 mod seq_floor;
@@ -47,7 +48,8 @@ use ::redis::{
 };
 use async_trait::async_trait;
 use bytes::Bytes;
-use deadpool_redis::{Manager, Pool, PoolError, Runtime};
+use deadpool_redis::{Manager, PoolError, Runtime};
+use pool::{CommandManager, CommandPool};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -101,7 +103,7 @@ struct Inner {
     token: String,
     keys: Keys,
     settings: Settings,
-    pool: Pool,
+    pool: CommandPool,
     subscriber: Subscriber,
     health: Arc<Health>,
     delivery: Arc<dyn Delivery>,
@@ -292,13 +294,13 @@ fn command_pool(
     info: &ConnectionInfo,
     size: usize,
     timeout: Duration,
-) -> Result<Pool, BackplaneError> {
+) -> Result<CommandPool, BackplaneError> {
     let manager = Manager::new_with_config(
         with_protocol(info, ProtocolVersion::RESP2),
         connection_config(timeout),
     )
     .map_err(|e| BackplaneError::Internal(format!("redis.url: {}", e.category())))?;
-    Pool::builder(manager)
+    CommandPool::builder(CommandManager(manager))
         .max_size(size)
         .wait_timeout(Some(timeout))
         .create_timeout(Some(timeout))
@@ -395,8 +397,13 @@ impl Inner {
     async fn run<T: FromRedisValue>(&self, op: &'static str, call: Call<'_>) -> BackplaneResult<T> {
         let started = Instant::now();
         let result = tokio::time::timeout(self.settings.command_timeout, async {
-            let mut conn = self.pool.get().await.map_err(classify_pool)?;
-            call.send(&mut conn).await.map_err(|e| classify(&e))
+            let mut conn = pool::shared_connection(&self.pool)
+                .await
+                .map_err(classify_pool)?;
+            call.send(&mut conn).await.map_err(|e| {
+                pool::forget_connections(&self.pool, &e);
+                classify(&e)
+            })
         })
         .await
         .unwrap_or_else(|_| {
