@@ -390,16 +390,16 @@ impl Session {
 
     fn login_failed(&mut self, code: NoticeCode, message: &str) -> Flow {
         self.notice(code, message);
-        self.login_failures += 1;
-        if self.login_failures >= self.chat.config.limits.login_attempts {
-            Flow::Close(close::AUTH_FAILED, "too many failed logins")
-        } else {
-            Flow::Continue
-        }
+        self.count_login_failure()
     }
 
     fn login_backplane_failed(&mut self, error: &BackplaneError) -> Flow {
         self.backplane_error(error);
+        self.count_login_failure()
+    }
+
+    /// Failures of any kind count; enough of them close with 4003.
+    fn count_login_failure(&mut self) -> Flow {
         self.login_failures += 1;
         if self.login_failures >= self.chat.config.limits.login_attempts {
             Flow::Close(close::AUTH_FAILED, "too many failed logins")
