@@ -234,6 +234,10 @@ pub struct LimitsConfig {
     pub control_queue: usize,
     /// Rooms larger than this send no joined/left notices.
     pub presence_notice_max_members: u64,
+    /// Rooms the whole cluster may hold (rooms stay until deleted, so without
+    /// a bound clients could create them forever). Creating one more is
+    /// refused with NOTICE `forbidden`; joining existing rooms still works.
+    pub max_rooms: u64,
     /// How long a closing connection's writer may take to flush and send
     /// its close frame before the socket is dropped.
     pub close_grace_ms: u64,
@@ -258,6 +262,7 @@ impl Default for LimitsConfig {
             outbound_queue: 256,
             control_queue: 16,
             presence_notice_max_members: 200,
+            max_rooms: 10_000,
             close_grace_ms: 1000,
         }
     }
@@ -356,6 +361,7 @@ impl Config {
             ("limits.outbound_queue", l.outbound_queue as u64),
             ("limits.control_queue", l.control_queue as u64),
             ("limits.flood_window_secs", l.flood_window_secs),
+            ("limits.max_rooms", l.max_rooms),
             (
                 "websocket.read_buffer_bytes",
                 self.websocket.read_buffer_bytes as u64,

@@ -27,9 +27,12 @@ async fn main() -> std::process::ExitCode {
 
 async fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
     let config = cli::load_config(args.config.as_deref(), args.bind, args.redis.as_deref())?;
+    // Handlers first: a signal that arrives as soon as the node says it
+    // listens must drain it, not kill it.
+    let termination = termination()?;
     let node = swiftchat::server::start(config).await?;
     tokio::select! {
-        _ = termination() => {
+        _ = termination => {
             tracing::info!("termination signal: draining");
             node.drain();
         }
@@ -38,20 +41,26 @@ async fn serve(args: cli::ServeArgs) -> anyhow::Result<()> {
     node.wait().await
 }
 
-/// SIGTERM or SIGINT.
-async fn termination() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
+/// Resolves on SIGTERM or SIGINT; the handlers are installed when this is
+/// called, not when the future is first polled.
+#[cfg(unix)]
+fn termination() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {}
             _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
+}
+
+#[cfg(not(unix))]
+fn termination() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 fn init_tracing() {

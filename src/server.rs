@@ -16,6 +16,7 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backplane::memory::MemoryBackplane;
@@ -114,6 +115,12 @@ async fn run(
     tracker: TaskTracker,
 ) -> anyhow::Result<()> {
     let stopping = chat.shutdown.token().clone();
+    // HTTP stops only after the WebSockets have drained: meanwhile /readyz
+    // answers 503 (the load balancer stops sending clients) instead of
+    // refusing connections, new upgrades get 503, and an upgrade whose 101
+    // was already sent completes and is told to go (SHUTDOWN, then 1001)
+    // rather than being cut by hyper's graceful shutdown.
+    let http_stopping = CancellationToken::new();
     let http = tokio::spawn(
         // Chat frames are small and latency-bound: no Nagle delay.
         axum::serve(
@@ -124,7 +131,7 @@ async fn run(
             }),
             app,
         )
-        .with_graceful_shutdown(stopping.clone().cancelled_owned())
+        .with_graceful_shutdown(http_stopping.clone().cancelled_owned())
         .into_future(),
     );
     stopping.cancelled().await;
@@ -145,8 +152,11 @@ async fn run(
             "drain deadline passed with connections still open"
         );
     }
+    // Plain HTTP requests in flight get `close_grace_ms` to finish.
+    http_stopping.cancel();
     let http_abort = http.abort_handle();
-    if tokio::time::timeout_at(deadline, http).await.is_err() {
+    let grace = Duration::from_millis(chat.config.limits.close_grace_ms);
+    if tokio::time::timeout(grace, http).await.is_err() {
         http_abort.abort();
     }
     // Whatever presence the sessions could not release, release it now.

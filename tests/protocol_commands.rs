@@ -27,6 +27,7 @@ backend_tests!(
     admin_moderates_any_room,
     unknown_command,
     room_state_reaches_all_logged_in_clients_only,
+    room_limit_refuses_new_rooms_only,
 );
 
 /// Logs in with IDENTIFY and a token.
@@ -696,4 +697,46 @@ async fn room_state_reaches_all_logged_in_clients_only(backend: Backend) {
     far.expect(&expect::room_state("stage", "deleted")).await;
     far.assert_no_frame_within(QUIET).await;
     u.assert_no_frame_within(Duration::from_millis(10)).await;
+}
+
+/// `limits.max_rooms` bounds the rooms of the cluster (the default room
+/// counts): creating one more is `forbidden`, joining an existing room still
+/// works, and deleting a room makes place for a new one.
+async fn room_limit_refuses_new_rooms_only(backend: Backend) {
+    let node = TestNode::start(backend, |c| {
+        relaxed(c);
+        c.limits.max_rooms = 2;
+    })
+    .await;
+    let mut owner = node.login("Founder").await;
+    owner.create_room("first").await;
+    let mut other = node.login("Latecomer").await;
+    other.command(r"\join second").await;
+    let refused = other.expect_notice("forbidden").await;
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("second"),
+        "the refusal names the room: {refused}"
+    );
+    other.join_room("first", None).await;
+    owner
+        .recv_until(&expect::joined("Latecomer", "first"))
+        .await;
+    owner.command(r"\delete").await;
+    owner
+        .recv_until(&expect::room_state("first", "deleted"))
+        .await;
+    owner
+        .recv_until(&expect::cache_me("Founder", "general"))
+        .await;
+    other
+        .recv_until(&expect::cache_me("Latecomer", "general"))
+        .await;
+    other
+        .recv_until(&expect::joined("Latecomer", "general"))
+        .await;
+    other.settle().await;
+    other.create_room("second").await;
 }

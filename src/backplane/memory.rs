@@ -108,6 +108,9 @@ impl Backplane for MemoryBackplane {
             if !request.create {
                 return Ok(JoinOutcome::NoSuchRoom);
             }
+            if state.rooms.len() as u64 >= request.max_rooms {
+                return Ok(JoinOutcome::TooManyRooms);
+            }
             state.rooms.insert(
                 request.room.to_string(),
                 Room {
@@ -280,6 +283,7 @@ mod tests {
                 password_hash: None,
                 create: false,
                 previous_room: None,
+                max_rooms: 10,
             })
             .await
             .unwrap();

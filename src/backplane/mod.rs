@@ -67,6 +67,9 @@ pub struct JoinRequest<'a> {
     pub password_hash: Option<&'a str>,
     /// Create the room, owned by this user, if it does not exist.
     pub create: bool,
+    /// Rooms the cluster may hold: creating one more is refused with
+    /// [`JoinOutcome::TooManyRooms`].
+    pub max_rooms: u64,
     /// The room the user is in now, left as part of the same change.
     pub previous_room: Option<&'a str>,
 }
@@ -88,6 +91,8 @@ pub enum JoinOutcome {
     Locked,
     Closed,
     Banned,
+    /// The room does not exist and the cluster already has `max_rooms`.
+    TooManyRooms,
 }
 
 /// A change of a room's settings.

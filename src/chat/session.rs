@@ -355,6 +355,7 @@ impl Session {
                 password_hash: password.map(|p| password_hash(&room, p)).as_deref(),
                 create: false,
                 previous_room: None,
+                max_rooms: self.chat.config.limits.max_rooms,
             })
             .await;
         let members = match outcome {
@@ -430,6 +431,7 @@ impl Session {
                 password_hash: password.map(|p| password_hash(room, p)).as_deref(),
                 create,
                 previous_room: Some(&user.room),
+                max_rooms: chat.config.limits.max_rooms,
             })
             .await;
         let Ok(JoinOutcome::Joined {
@@ -822,6 +824,10 @@ fn refusal(outcome: JoinOutcome, room: &str) -> (NoticeCode, String) {
             format!("The room {room} is closed."),
         ),
         JoinOutcome::Banned => (NoticeCode::Banned, format!("You are banned from {room}.")),
+        JoinOutcome::TooManyRooms => (
+            NoticeCode::Forbidden,
+            format!("The room {room} cannot be created: the server holds as many rooms as it may. Join an existing room."),
+        ),
         JoinOutcome::Joined { .. } => (NoticeCode::Info, format!("You are now in {room}.")),
     }
 }

@@ -559,6 +559,7 @@ fn join_outcome(reply: &[Value]) -> BackplaneResult<JoinOutcome> {
         "banned" => JoinOutcome::Banned,
         "closed" => JoinOutcome::Closed,
         "locked" => JoinOutcome::Locked,
+        "too_many_rooms" => JoinOutcome::TooManyRooms,
         _ => return Err(internal("join")),
     })
 }
@@ -654,7 +655,8 @@ impl Backplane for RedisBackplane {
             .arg(flag(request.password_hash.is_some()))
             .arg(request.password_hash.unwrap_or(""))
             .arg(flag(request.create))
-            .arg(request.previous_room.unwrap_or(""));
+            .arg(request.previous_room.unwrap_or(""))
+            .arg(request.max_rooms);
         let reply = inner
             .run::<Vec<Value>>("join_room", Call::Script(call))
             .await?;

@@ -142,11 +142,15 @@ return redis.call('HLEN', B .. 'members:' .. room)
 const JOIN: &str = r#"
 local node, user, display, room = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local pw_given, pw, create, prev = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local max_rooms = tonumber(ARGV[10])
 local rkey = B .. 'room:' .. room
 local created = 0
 if redis.call('EXISTS', rkey) == 0 then
   if create ~= '1' then
     return {'no_such_room'}
+  end
+  if redis.call('SCARD', B .. 'rooms') >= max_rooms then
+    return {'too_many_rooms'}
   end
   create_room(room, user)
   created = 1
