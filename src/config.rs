@@ -234,6 +234,9 @@ pub struct LimitsConfig {
     pub control_queue: usize,
     /// Rooms larger than this send no joined/left notices.
     pub presence_notice_max_members: u64,
+    /// Most names `\users` lists (it also gives the room's count): listing
+    /// a crowd costs no more than listing a small room.
+    pub max_listed_users: usize,
     /// Rooms the whole cluster may hold (rooms stay until deleted, so without
     /// a bound clients could create them forever). Creating one more is
     /// refused with NOTICE `forbidden`; joining existing rooms still works.
@@ -263,6 +266,7 @@ impl Default for LimitsConfig {
             control_queue: 16,
             presence_notice_max_members: 200,
             max_rooms: 10_000,
+            max_listed_users: 100,
             close_grace_ms: 1000,
         }
     }
@@ -362,6 +366,7 @@ impl Config {
             ("limits.control_queue", l.control_queue as u64),
             ("limits.flood_window_secs", l.flood_window_secs),
             ("limits.max_rooms", l.max_rooms),
+            ("limits.max_listed_users", l.max_listed_users as u64),
             (
                 "websocket.read_buffer_bytes",
                 self.websocket.read_buffer_bytes as u64,

@@ -28,6 +28,7 @@ backend_tests!(
     unknown_command,
     room_state_reaches_all_logged_in_clients_only,
     room_limit_refuses_new_rooms_only,
+    users_list_is_bounded,
 );
 
 /// Logs in with IDENTIFY and a token.
@@ -739,4 +740,31 @@ async fn room_limit_refuses_new_rooms_only(backend: Backend) {
         .await;
     other.settle().await;
     other.create_room("second").await;
+}
+
+/// `\users` lists at most `limits.max_listed_users` names, and always the
+/// room's full count.
+async fn users_list_is_bounded(backend: Backend) {
+    let node = TestNode::start(backend, |c| {
+        relaxed(c);
+        c.limits.max_listed_users = 2;
+    })
+    .await;
+    let mut asker = node.login("Asker").await;
+    let _b = node.login("Bee").await;
+    let _c = node.login("Cee").await;
+    asker.settle().await;
+    asker.command(r"\users").await;
+    let answer = asker.expect_notice("info").await;
+    let message = answer["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("Users in general (3): ") && message.ends_with(" and 1 more"),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["users"].as_array().map(Vec::len),
+        Some(2),
+        "{answer}"
+    );
+    assert_eq!(answer["room"], "general", "{answer}");
 }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::{
     Backplane, BackplaneResult, ClusterEvent, ClusterSnapshot, Delivery, JoinOutcome, JoinRequest,
-    RoomChange, RoomInfo,
+    RoomChange, RoomInfo, RoomMembers,
 };
 use crate::protocol::{MessageDraft, RoomSummary};
 
@@ -190,13 +190,24 @@ impl Backplane for MemoryBackplane {
             .is_some_and(|r| r.bans.contains(user_key)))
     }
 
-    async fn room_members(&self, room: &str) -> BackplaneResult<Vec<String>> {
+    async fn room_members(&self, room: &str, limit: usize) -> BackplaneResult<RoomMembers> {
         Ok(self
             .state()
             .rooms
             .get(room)
-            .map(|r| r.members.values().cloned().collect())
+            .map(|r| RoomMembers {
+                names: r.members.values().take(limit).cloned().collect(),
+                total: r.members.len() as u64,
+            })
             .unwrap_or_default())
+    }
+
+    async fn is_member(&self, room: &str, user_key: &str) -> BackplaneResult<bool> {
+        Ok(self
+            .state()
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.members.contains_key(user_key)))
     }
 
     async fn snapshot(&self) -> BackplaneResult<ClusterSnapshot> {

@@ -45,6 +45,13 @@ pub struct RoomInfo {
     pub closed: bool,
 }
 
+/// Some members of a room, and how many it has.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoomMembers {
+    pub names: Vec<String>,
+    pub total: u64,
+}
+
 /// Everything CACHE_UPDATE needs, cluster-wide.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClusterSnapshot {
@@ -196,8 +203,14 @@ pub trait Backplane: Send + Sync + 'static {
     /// Whether `user_key` is banned from `room`.
     async fn is_banned(&self, room: &str, user_key: &str) -> BackplaneResult<bool>;
 
-    /// Display names of the members of `room`, sorted case-insensitively.
-    async fn room_members(&self, room: &str) -> BackplaneResult<Vec<String>>;
+    /// At most `limit` display names of the members of `room` (sorted
+    /// case-insensitively when the room has no more than `limit`; otherwise
+    /// an arbitrary sample) and the room's member count. Bounded so that
+    /// listing a crowd costs no more than listing a small room.
+    async fn room_members(&self, room: &str, limit: usize) -> BackplaneResult<RoomMembers>;
+
+    /// Whether `user_key` is a member of `room`.
+    async fn is_member(&self, room: &str, user_key: &str) -> BackplaneResult<bool>;
 
     /// Rooms with counts and the total of logged-in users.
     async fn snapshot(&self) -> BackplaneResult<ClusterSnapshot>;

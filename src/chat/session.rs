@@ -618,10 +618,24 @@ impl Session {
 
     async fn list_users(&mut self) -> Flow {
         let room = self.current_room();
-        let users = try_backplane!(self, self.chat.backplane.room_members(&room));
-        let message = format!("Users in {room} ({}): {}", users.len(), users.join(", "));
+        let limit = self.chat.config.limits.max_listed_users;
+        let members = try_backplane!(self, self.chat.backplane.room_members(&room, limit));
+        let more = members.total.saturating_sub(members.names.len() as u64);
+        let message = if more == 0 {
+            format!(
+                "Users in {room} ({}): {}",
+                members.total,
+                members.names.join(", ")
+            )
+        } else {
+            format!(
+                "Users in {room} ({}): {} and {more} more",
+                members.total,
+                members.names.join(", ")
+            )
+        };
         self.conn
-            .send(protocol::users_notice(&message, &room, &users));
+            .send(protocol::users_notice(&message, &room, &members.names));
         Flow::Continue
     }
 
@@ -705,8 +719,7 @@ impl Session {
         if ban {
             try_backplane!(self, self.chat.backplane.set_ban(&room, &target_key, true));
         } else {
-            let members = try_backplane!(self, self.chat.backplane.room_members(&room));
-            if !members.iter().any(|m| m.eq_ignore_ascii_case(target)) {
+            if !try_backplane!(self, self.chat.backplane.is_member(&room, &target_key)) {
                 self.notice(
                     NoticeCode::BadArguments,
                     &format!("{target} is not in {room}."),

@@ -56,7 +56,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Backplane, BackplaneError, BackplaneResult, ClusterEvent, ClusterSnapshot, Delivery,
-    JoinOutcome, JoinRequest, RoomChange, RoomInfo,
+    JoinOutcome, JoinRequest, RoomChange, RoomInfo, RoomMembers,
 };
 use crate::config::Config;
 use crate::protocol::{MessageDraft, RoomSummary};
@@ -711,16 +711,29 @@ impl Backplane for RedisBackplane {
             .await
     }
 
-    async fn room_members(&self, room: &str) -> BackplaneResult<Vec<String>> {
-        let mut getall = cmd("HGETALL");
-        getall.arg(self.inner.keys.members(room));
-        let mut members = self
+    async fn room_members(&self, room: &str, limit: usize) -> BackplaneResult<RoomMembers> {
+        let mut call = SCRIPTS.room_members.prepare_invoke();
+        call.key(self.inner.keys.members(room))
+            .arg(self.inner.keys.base())
+            .arg(limit);
+        let (total, mut members) = self
             .inner
-            .run::<Vec<(String, String)>>("room_members", Call::Cmd(getall))
+            .run::<(u64, Vec<(String, String)>)>("room_members", Call::Script(call))
             .await?;
         // Keys are lower-case names: sorting by key sorts case-insensitively.
         members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Ok(members.into_iter().map(|(_, display)| display).collect())
+        Ok(RoomMembers {
+            names: members.into_iter().map(|(_, display)| display).collect(),
+            total,
+        })
+    }
+
+    async fn is_member(&self, room: &str, user_key: &str) -> BackplaneResult<bool> {
+        let mut hexists = cmd("HEXISTS");
+        hexists.arg(self.inner.keys.members(room)).arg(user_key);
+        self.inner
+            .run::<bool>("is_member", Call::Cmd(hexists))
+            .await
     }
 
     /// See [`Snapshots`].

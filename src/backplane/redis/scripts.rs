@@ -402,6 +402,32 @@ out[1] = remaining
 return out
 "#;
 
+/// KEYS: the room's members hash. ARGV: base, limit. Returns
+/// `{total, {key, display, ...}}`: every member when there are at most
+/// `limit`, otherwise about `limit` of them from HSCAN (bounded work for a
+/// crowd; the loop stops once `limit` names are collected).
+const ROOM_MEMBERS: &str = r#"
+local key, limit = KEYS[1], tonumber(ARGV[2])
+local total = redis.call('HLEN', key)
+if total <= limit then
+  return {total, redis.call('HGETALL', key)}
+end
+local out, cursor = {}, '0'
+repeat
+  local page = redis.call('HSCAN', key, cursor, 'COUNT', limit)
+  cursor = page[1]
+  local fields = page[2]
+  for i = 1, #fields, 2 do
+    if #out >= 2 * limit then
+      break
+    end
+    out[#out + 1] = fields[i]
+    out[#out + 1] = fields[i + 1]
+  end
+until cursor == '0' or #out >= 2 * limit
+return {total, out}
+"#;
+
 fn script(body: &str) -> Script {
     Script::new(&format!("{COMMON}{body}"))
 }
@@ -415,6 +441,7 @@ pub struct Scripts {
     pub set_ban: Script,
     pub snapshot: Script,
     pub publish_message: Script,
+    pub room_members: Script,
     pub heartbeat: Script,
     pub reregister: Script,
     pub dead_nodes: Script,
@@ -429,6 +456,7 @@ pub static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     set_ban: script(SET_BAN),
     snapshot: script(SNAPSHOT),
     publish_message: script(PUBLISH_MESSAGE),
+    room_members: script(ROOM_MEMBERS),
     heartbeat: script(HEARTBEAT),
     reregister: script(REREGISTER),
     dead_nodes: script(DEAD_NODES),
