@@ -124,6 +124,11 @@ impl Target {
         }
         Ok(Target { url, addr })
     }
+
+    /// Every `--urls` entry, in order.
+    pub fn parse_all(urls: &[String]) -> Result<Vec<Target>> {
+        urls.iter().map(|u| Target::parse(u)).collect()
+    }
 }
 
 /// Source addresses 127.0.0.2, 127.0.0.3, ... so that many connections to one

@@ -65,17 +65,8 @@ pub async fn run(a: ConnectArgs) -> Result<()> {
     if a.count > 19_000 {
         bail!("--count above 19,000 would exceed this process's open-file limit; run several processes");
     }
-    let targets: Vec<Target> = a
-        .urls
-        .iter()
-        .map(|u| Target::parse(u))
-        .collect::<Result<_>>()?;
-    let watched: Vec<Watched> = a
-        .pids
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Watched::parse(p, &format!("node{}", i + 1)))
-        .collect::<Result<_>>()?;
+    let targets = Target::parse_all(&a.urls)?;
+    let watched = Watched::parse_nodes(&a.pids)?;
     let redis = a
         .redis_pid
         .as_deref()

@@ -574,11 +574,7 @@ impl RunResult {
 }
 
 pub async fn run(a: FanoutArgs) -> Result<()> {
-    let targets: Vec<Target> = a
-        .urls
-        .iter()
-        .map(|u| Target::parse(u))
-        .collect::<Result<_>>()?;
+    let targets = Target::parse_all(&a.urls)?;
     let nodes = targets.len();
     if a.rooms == 0 || a.connections < nodes * a.rooms {
         bail!(
@@ -586,12 +582,7 @@ pub async fn run(a: FanoutArgs) -> Result<()> {
             nodes * a.rooms
         );
     }
-    let watched: Vec<Watched> = a
-        .pids
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Watched::parse(p, &format!("node{}", i + 1)))
-        .collect::<Result<_>>()?;
+    let watched = Watched::parse_nodes(&a.pids)?;
     let redis = a
         .redis_pid
         .as_deref()

@@ -92,11 +92,7 @@ pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
 
 /// A worker: log in its share, print `READY ok failed first_error`, hold.
 pub async fn worker(a: IdleWorkerArgs) -> Result<()> {
-    let targets: Vec<Target> = a
-        .urls
-        .iter()
-        .map(|u| Target::parse(u))
-        .collect::<Result<_>>()?;
+    let targets = Target::parse_all(&a.urls)?;
     let (s, p) = parse_shard(&a.shard)?;
     let src = SourceIps {
         count: a.source_ips,
@@ -168,17 +164,8 @@ pub async fn worker(a: IdleWorkerArgs) -> Result<()> {
 }
 
 pub async fn run(a: IdleArgs) -> Result<()> {
-    let targets: Vec<Target> = a
-        .urls
-        .iter()
-        .map(|u| Target::parse(u))
-        .collect::<Result<_>>()?;
-    let watched: Vec<Watched> = a
-        .pids
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Watched::parse(p, &format!("node{}", i + 1)))
-        .collect::<Result<_>>()?;
+    let targets = Target::parse_all(&a.urls)?;
+    let watched = Watched::parse_nodes(&a.pids)?;
     if !watched.is_empty() && watched.len() != targets.len() {
         bail!("--pids must list one PID per --urls entry, in the same order");
     }

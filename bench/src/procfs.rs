@@ -22,6 +22,14 @@ impl Watched {
             .with_context(|| format!("bad pid in {s:?}"))?;
         Ok(Watched { label, pid })
     }
+
+    /// The `--pids` of the nodes, labelled node1, node2, … by default.
+    pub fn parse_nodes(pids: &[String]) -> Result<Vec<Watched>> {
+        pids.iter()
+            .enumerate()
+            .map(|(i, p)| Watched::parse(p, &format!("node{}", i + 1)))
+            .collect()
+    }
 }
 
 fn clk_tck() -> f64 {
