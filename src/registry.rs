@@ -6,7 +6,7 @@
 //! waits. A connection whose queue is full is a slow consumer: it is closed
 //! with 4009 instead of slowing down its room (see [`crate::conn`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -32,7 +32,35 @@ struct Members {
     rooms: HashMap<String, HashMap<ConnId, Arc<ConnHandle>>>,
     /// user key → session, for events addressed to one user.
     users: HashMap<String, LocalSession>,
+    /// room → the frames relayed while joins into it are in progress.
+    joining: HashMap<String, JoinReplay>,
 }
+
+/// Frames of a room relayed while a join into it is in progress: between
+/// [`Registry::acquire_room`] (the subscription is active, the membership
+/// about to exist in the backplane) and [`Registry::enter`] (local routing
+/// includes the user). Without it, a message published in that window is
+/// relayed to the room's other local members but not to the entrant, which
+/// then sees a `seq` gap. `enter` replays the messages above the `seq` its
+/// join observed, right after the user's CACHE_UPDATE.
+#[derive(Default)]
+struct JoinReplay {
+    /// Joins in progress (an upper bound: see [`Registry::release_room`]).
+    pending: usize,
+    /// The latest relayed frames, oldest first, at most
+    /// [`JOIN_REPLAY_FRAMES`].
+    frames: VecDeque<Frame>,
+    /// The highest `seq` dropped from `frames` for room: an entrant whose
+    /// join observed less would miss messages.
+    dropped_seq: u64,
+}
+
+/// Frames kept per room while joins into it are in progress. The window is
+/// a few backplane round trips, so this is only reached when a room relays
+/// more than this many messages during one join: the entrant would then
+/// miss messages, and is closed as a slow consumer (4009) instead, as if
+/// its send queue had overflowed.
+const JOIN_REPLAY_FRAMES: usize = 256;
 
 pub struct Registry {
     members: RwLock<Members>,
@@ -95,6 +123,11 @@ impl Registry {
                 return Err(e);
             }
         }
+        write(&self.members)
+            .joining
+            .entry(room.to_string())
+            .or_default()
+            .pending += 1;
         Ok(())
     }
 
@@ -103,7 +136,21 @@ impl Registry {
     /// backplane, which drops subscriptions with no local members.
     pub async fn release_room(&self, backplane: &dyn Backplane, room: &str) {
         let _order = self.subscription_changes.lock().await;
-        if self.drop_reference(room) {
+        let last = self.drop_reference(room);
+        {
+            // References are local members, joins in progress and members
+            // on their way out: a join given up lowers the bound.
+            let refs = lock(&self.subscriptions).get(room).copied().unwrap_or(0);
+            let mut members = write(&self.members);
+            let local = members.rooms.get(room).map_or(0, HashMap::len);
+            if let Some(replay) = members.joining.get_mut(room) {
+                replay.pending = replay.pending.min(refs.saturating_sub(local));
+                if replay.pending == 0 {
+                    members.joining.remove(room);
+                }
+            }
+        }
+        if last {
             if let Err(e) = backplane.unsubscribe(room).await {
                 tracing::debug!(room, error = %e, "unsubscribe failed");
             }
@@ -126,9 +173,36 @@ impl Registry {
         }
     }
 
-    /// Records a logged-in user in `room` (or moves it there).
-    pub fn enter(&self, user_key: &str, display_name: &str, room: &str, conn: &Arc<ConnHandle>) {
+    /// Records a logged-in user in `room` (or moves it there), after
+    /// queueing the room's messages relayed since its join: those above
+    /// `joined_seq` (the room's last `seq` when the join made the user a
+    /// member, see [`crate::backplane::JoinOutcome::Joined`]).
+    pub fn enter(
+        &self,
+        user_key: &str,
+        display_name: &str,
+        room: &str,
+        conn: &Arc<ConnHandle>,
+        joined_seq: u64,
+    ) {
         let mut members = write(&self.members);
+        if let Some(replay) = members.joining.get_mut(room) {
+            if replay.dropped_seq > joined_seq {
+                conn.close(crate::protocol::close::SLOW_CONSUMER, "slow consumer");
+            } else {
+                for frame in &replay.frames {
+                    if crate::backplane::message_seq(frame.as_bytes())
+                        .is_some_and(|seq| seq > joined_seq)
+                    {
+                        conn.send(frame.clone());
+                    }
+                }
+            }
+            replay.pending = replay.pending.saturating_sub(1);
+            if replay.pending == 0 {
+                members.joining.remove(room);
+            }
+        }
         if let Some(old) = members.users.get(user_key).map(|s| s.room.clone()) {
             remove_member(&mut members, &old, conn.id);
         } else {
@@ -171,6 +245,16 @@ impl Registry {
     }
 }
 
+/// Sends a room frame to the room's local members.
+fn route(members: &Members, room: &str, frame: &Frame) {
+    if let Some(conns) = members.rooms.get(room) {
+        for conn in conns.values() {
+            conn.send(frame.clone());
+        }
+        metrics::counter!(m::FRAMES_OUT).increment(conns.len() as u64);
+    }
+}
+
 fn remove_member(members: &mut Members, room: &str, id: ConnId) {
     if let Some(conns) = members.rooms.get_mut(room) {
         conns.remove(&id);
@@ -188,13 +272,31 @@ impl Delivery for Registry {
             tracing::warn!(room, "dropped a room frame that is not UTF-8");
             return;
         };
-        let members = read(&self.members);
-        if let Some(conns) = members.rooms.get(room) {
-            for conn in conns.values() {
-                conn.send(frame.clone());
+        {
+            let members = read(&self.members);
+            if !members.joining.contains_key(room) {
+                route(&members, room, &frame);
+                drop(members);
+                metrics::histogram!(m::FANOUT_SECONDS).record(started.elapsed().as_secs_f64());
+                return;
             }
-            metrics::counter!(m::FRAMES_OUT).increment(conns.len() as u64);
         }
+        // Rare: a join into the room is in progress on this node. Routing
+        // and recording happen under one write lock, so that `enter` (also
+        // under it) sees each frame either routed to the entrant or
+        // recorded for its replay, never neither.
+        let mut members = write(&self.members);
+        route(&members, room, &frame);
+        if let Some(replay) = members.joining.get_mut(room) {
+            if replay.frames.len() == JOIN_REPLAY_FRAMES {
+                if let Some(old) = replay.frames.pop_front() {
+                    let seq = crate::backplane::message_seq(old.as_bytes()).unwrap_or(0);
+                    replay.dropped_seq = replay.dropped_seq.max(seq);
+                }
+            }
+            replay.frames.push_back(frame);
+        }
+        drop(members);
         metrics::histogram!(m::FANOUT_SECONDS).record(started.elapsed().as_secs_f64());
     }
 
@@ -252,6 +354,18 @@ impl Delivery for Registry {
             .collect()
     }
 
+    fn name_lost(&self, user_key: &str) {
+        self.deliver_to_user(user_key, |conn| {
+            conn.send(protocol::notice(
+                protocol::NoticeCode::NameTaken,
+                "Your name was taken by another login while this server was cut off from the cluster.",
+                None,
+                None,
+            ));
+            conn.close(protocol::close::POLICY, "name taken elsewhere");
+        });
+    }
+
     fn has_local_members(&self, room: &str) -> bool {
         lock(&self.subscriptions).contains_key(room)
     }
@@ -281,4 +395,89 @@ fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backplane::memory::MemoryBackplane;
+    use crate::protocol::MessageDraft;
+
+    fn message(room: &str, seq: u64) -> Bytes {
+        MessageDraft {
+            author: "ann".into(),
+            content: format!("m{seq}"),
+            room: room.into(),
+            id: seq.to_string(),
+            ts: 1,
+        }
+        .frame(seq)
+    }
+
+    fn seqs(conn: &ConnHandle) -> Vec<u64> {
+        conn.take_frames()
+            .iter()
+            .filter_map(|f| crate::backplane::message_seq(f.as_bytes()))
+            .collect()
+    }
+
+    /// Issue 9 item 5b: a message relayed after the join made the user a
+    /// member (seq above what the join observed) but before local routing
+    /// included it reaches the user, in order, after what was queued before
+    /// `enter` (its CACHE_UPDATE).
+    #[tokio::test]
+    async fn messages_relayed_during_a_join_reach_the_entrant() {
+        let registry = Registry::new(Arc::new(Shutdown::new()));
+        let backplane = MemoryBackplane::new("general", registry.clone());
+        let ann = Arc::new(ConnHandle::new(1, 64, 8));
+        let bob = Arc::new(ConnHandle::new(2, 64, 8));
+        registry.acquire_room(&*backplane, "r").await.unwrap();
+        registry.enter("ann", "Ann", "r", &ann, 0);
+        // Bob's join: subscription taken, membership made at seq 2.
+        registry.acquire_room(&*backplane, "r").await.unwrap();
+        registry.deliver_room("r", message("r", 1));
+        registry.deliver_room("r", message("r", 2));
+        // Published after bob's join, before bob is routed locally.
+        registry.deliver_room("r", message("r", 3));
+        registry.deliver_room("r", message("r", 4));
+        registry.enter("bob", "Bob", "r", &bob, 2);
+        registry.deliver_room("r", message("r", 5));
+        assert_eq!(seqs(&ann), [1, 2, 3, 4, 5]);
+        assert_eq!(seqs(&bob), [3, 4, 5]);
+        // Nothing is kept once no join is in progress.
+        assert!(read(&registry.members).joining.is_empty());
+    }
+
+    /// A join given up (refused) leaves no replay buffer behind.
+    #[tokio::test]
+    async fn an_abandoned_join_stops_recording() {
+        let registry = Registry::new(Arc::new(Shutdown::new()));
+        let backplane = MemoryBackplane::new("general", registry.clone());
+        let ann = Arc::new(ConnHandle::new(1, 64, 8));
+        registry.acquire_room(&*backplane, "r").await.unwrap();
+        registry.enter("ann", "Ann", "r", &ann, 0);
+        registry.acquire_room(&*backplane, "r").await.unwrap();
+        registry.release_room(&*backplane, "r").await;
+        assert!(read(&registry.members).joining.is_empty());
+        registry.deliver_room("r", message("r", 1));
+        assert_eq!(seqs(&ann), [1]);
+    }
+
+    /// More messages during one join than can be kept: the entrant is
+    /// closed as a slow consumer rather than silently missing some.
+    #[tokio::test]
+    async fn a_replay_overflow_closes_the_entrant() {
+        let registry = Registry::new(Arc::new(Shutdown::new()));
+        let backplane = MemoryBackplane::new("general", registry.clone());
+        let bob = Arc::new(ConnHandle::new(2, 1024, 8));
+        registry.acquire_room(&*backplane, "r").await.unwrap();
+        for seq in 1..=(JOIN_REPLAY_FRAMES as u64 + 1) {
+            registry.deliver_room("r", message("r", seq));
+        }
+        registry.enter("bob", "Bob", "r", &bob, 0);
+        assert_eq!(
+            bob.close_reason().map(|r| r.0),
+            Some(crate::protocol::close::SLOW_CONSUMER)
+        );
+    }
 }

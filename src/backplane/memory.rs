@@ -134,8 +134,7 @@ impl Backplane for MemoryBackplane {
                 return Ok(JoinOutcome::Locked);
             }
         }
-        let previous_members =
-            leave(&mut state, request.user_key, request.previous_room).unwrap_or(0);
+        let previous_members = leave(&mut state, request.user_key, request.previous_room);
         let room = state.rooms.get_mut(request.room).expect("checked above");
         room.members.insert(
             request.user_key.to_string(),
@@ -145,6 +144,7 @@ impl Backplane for MemoryBackplane {
             created,
             members: room.members.len() as u64,
             previous_members,
+            seq: room.seq,
         })
     }
 
@@ -280,6 +280,7 @@ mod tests {
         fn has_local_members(&self, _: &str) -> bool {
             false
         }
+        fn name_lost(&self, _: &str) {}
     }
 
     #[tokio::test]
@@ -303,7 +304,8 @@ mod tests {
             JoinOutcome::Joined {
                 created: false,
                 members: 1,
-                previous_members: 0
+                previous_members: None,
+                seq: 0
             }
         );
         assert_eq!(

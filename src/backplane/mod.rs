@@ -85,13 +85,18 @@ pub struct JoinRequest<'a> {
 pub enum JoinOutcome {
     /// The user is now a member; `created` when the room was created for it.
     /// `members` counts the room's members now (the user included) and
-    /// `previous_members` those left in `previous_room` (0 without one), so
-    /// the caller can decide on joined/left notices without another round
-    /// trip.
+    /// `previous_members` those left in `previous_room`, `None` when the user
+    /// was not a member there (no room given, or its `left` was already
+    /// announced by whoever took it out, e.g. the reaper of a node presumed
+    /// dead), so the caller can decide on joined/left notices without
+    /// another round trip.
+    /// `seq` is the room's last `seq` at that moment: the user receives
+    /// every message above it (see [`crate::registry::Registry::enter`]).
     Joined {
         created: bool,
         members: u64,
-        previous_members: u64,
+        previous_members: Option<u64>,
+        seq: u64,
     },
     NoSuchRoom,
     /// Locked and the password was missing or wrong.
@@ -100,6 +105,10 @@ pub enum JoinOutcome {
     Banned,
     /// The room does not exist and the cluster already has `max_rooms`.
     TooManyRooms,
+    /// The user's name is held by another connection of the cluster (this
+    /// node was presumed dead and the name claimed meanwhile): nothing
+    /// changed; the connection is closed once its node re-registers.
+    NameLost,
 }
 
 /// A change of a room's settings.
@@ -164,6 +173,10 @@ pub trait Delivery: Send + Sync + 'static {
     /// Whether this node still has local members in `room` (a backplane may
     /// use it to drop subscriptions that outlived their members).
     fn has_local_members(&self, room: &str) -> bool;
+    /// The local connection of `user_key` no longer holds its name: another
+    /// node's login claimed it while this node was presumed dead. The
+    /// connection is told and closed; it must not act under the name.
+    fn name_lost(&self, user_key: &str);
 }
 
 /// Shared state and fan-out. See the module docs.
@@ -248,6 +261,25 @@ pub trait Backplane: Send + Sync + 'static {
 
 /// The handle the rest of the node holds.
 pub type SharedBackplane = Arc<dyn Backplane>;
+
+/// The `seq` at the end of a MESSAGE frame (`{"op":0,…,"seq":N}}`).
+///
+/// Reading the number is not parsing the frame: MESSAGE frames are built by
+/// [`crate::protocol::MessageDraft`] and always end with `,"seq":N}}`.
+pub(crate) fn message_seq(frame: &[u8]) -> Option<u64> {
+    if !frame.starts_with(b"{\"op\":0,") {
+        return None;
+    }
+    let body = frame.strip_suffix(b"}}")?;
+    let digits_start = body.iter().rposition(|b| !b.is_ascii_digit())? + 1;
+    if !body[..digits_start].ends_with(b"\"seq\":") {
+        return None;
+    }
+    std::str::from_utf8(&body[digits_start..])
+        .ok()?
+        .parse()
+        .ok()
+}
 
 /// Hash of a room password as stored by backplanes: SHA-256 over the room
 /// name and the password, so equal passwords of different rooms differ.

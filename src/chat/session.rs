@@ -358,8 +358,8 @@ impl Session {
                 max_rooms: self.chat.config.limits.max_rooms,
             })
             .await;
-        let members = match outcome {
-            Ok(JoinOutcome::Joined { members, .. }) => members,
+        let (members, joined_seq) = match outcome {
+            Ok(JoinOutcome::Joined { members, seq, .. }) => (members, seq),
             other => {
                 registry.release_room(&*backplane, &room).await;
                 let _ = backplane.release_name(&key, None).await;
@@ -381,7 +381,7 @@ impl Session {
         // CACHE_UPDATE is queued before the connection joins the room
         // locally, so it is the first frame the client sees after login.
         self.send_cache_update().await;
-        registry.enter(&key, name, &room, &self.conn);
+        registry.enter(&key, name, &room, &self.conn, joined_seq);
         metrics::counter!(m::LOGINS).increment(1);
         tracing::debug!(conn = self.conn.id, admin, "logged in");
         self.announce(&room, name, NoticeCode::Joined, members)
@@ -438,6 +438,7 @@ impl Session {
             created,
             members,
             previous_members,
+            seq: joined_seq,
         }) = outcome
         else {
             chat.registry.release_room(&*chat.backplane, room).await;
@@ -448,12 +449,16 @@ impl Session {
         let previous = std::mem::replace(&mut user.room, room.to_string());
         // The move's CACHE_UPDATE goes out before the new room's traffic.
         self.send_cache_update().await;
-        chat.registry.enter(&key, &name, room, &self.conn);
+        chat.registry
+            .enter(&key, &name, room, &self.conn, joined_seq);
         chat.registry
             .release_room(&*chat.backplane, &previous)
             .await;
-        self.announce(&previous, &name, NoticeCode::Left, previous_members + 1)
-            .await;
+        // None: already taken out (and announced) by whoever reaped it.
+        if let Some(previous_members) = previous_members {
+            self.announce(&previous, &name, NoticeCode::Left, previous_members + 1)
+                .await;
+        }
         if created {
             self.publish_room_state(room, RoomStateReason::Created)
                 .await;
@@ -840,6 +845,10 @@ fn refusal(outcome: JoinOutcome, room: &str) -> (NoticeCode, String) {
         JoinOutcome::TooManyRooms => (
             NoticeCode::Forbidden,
             format!("The room {room} cannot be created: the server holds as many rooms as it may. Join an existing room."),
+        ),
+        JoinOutcome::NameLost => (
+            NoticeCode::NameTaken,
+            "Your name is held by another connection.".to_string(),
         ),
         JoinOutcome::Joined { .. } => (NoticeCode::Info, format!("You are now in {room}.")),
     }

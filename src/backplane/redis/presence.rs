@@ -207,7 +207,11 @@ impl Inner {
                 users: batch,
             };
             let reply = scripts::reregister(self, &self.keys, &batch).await?;
-            conflicts += reply.conflicts;
+            for user_key in &reply.conflicts {
+                // Issue 9, 5a: the name is someone else's now.
+                self.delivery.name_lost(user_key);
+            }
+            conflicts += reply.conflicts.len();
             gone.extend(reply.gone);
             self.announce(&reply.notices).await;
         }
@@ -216,7 +220,7 @@ impl Inner {
             metrics::counter!(telemetry::NAME_CONFLICTS).increment(conflicts as u64);
             tracing::warn!(
                 conflicts,
-                "names taken by other nodes meanwhile; left alone"
+                "names taken by other nodes meanwhile; their connections here are closed"
             );
         }
         gone.sort_unstable();

@@ -157,7 +157,8 @@ pub(super) async fn join(
         .key(keys.bans(room))
         .key(keys.members(room))
         .key(keys.rooms())
-        .key(keys.node_users(node));
+        .key(keys.node_users(node))
+        .key(keys.names());
     if let Some(previous) = request.previous_room {
         call.key(keys.members(previous));
     }
@@ -167,7 +168,8 @@ pub(super) async fn join(
         .arg(request.password_hash.unwrap_or(""))
         .arg(flag(request.create))
         .arg(request.max_rooms)
-        .arg(room);
+        .arg(room)
+        .arg(node);
     let reply: Vec<Value> = r.eval("join_room", call).await?;
     join_outcome(&reply)
 }
@@ -183,7 +185,8 @@ fn join_outcome(reply: &[Value]) -> BackplaneResult<JoinOutcome> {
             JoinOutcome::Joined {
                 created: number(1)? == 1,
                 members: number(2)? as u64,
-                previous_members: number(3)? as u64,
+                previous_members: u64::try_from(number(3)?).ok(),
+                seq: number(4)?.max(0) as u64,
             }
         }
         "no_such_room" => JoinOutcome::NoSuchRoom,
@@ -191,6 +194,7 @@ fn join_outcome(reply: &[Value]) -> BackplaneResult<JoinOutcome> {
         "closed" => JoinOutcome::Closed,
         "locked" => JoinOutcome::Locked,
         "too_many_rooms" => JoinOutcome::TooManyRooms,
+        "name_lost" => JoinOutcome::NameLost,
         _ => return Err(internal("join")),
     })
 }
@@ -363,8 +367,8 @@ pub(super) async fn heartbeat(
 /// What one `reregister.lua` batch reports.
 #[derive(Debug, Default)]
 pub(super) struct Reregistered {
-    /// Names meanwhile held by live nodes (left alone).
-    pub conflicts: u64,
+    /// User keys meanwhile claimed by live nodes (left to them).
+    pub conflicts: Vec<String>,
     /// Rooms deleted while this node could not hear it.
     pub gone: Vec<String>,
     pub notices: Vec<PresenceNotice>,
@@ -405,13 +409,13 @@ pub(super) async fn reregister(
             .arg(&user.room);
     }
     let reply: Vec<Value> = r.eval("reregister", call).await?;
-    let [count, rooms, entries] = reply.as_slice() else {
+    let [conflicts, rooms, entries] = reply.as_slice() else {
         return Err(internal("reregister"));
     };
-    let mut out = Reregistered {
-        conflicts: int(count).unwrap_or(0).max(0) as u64,
-        ..Default::default()
-    };
+    let mut out = Reregistered::default();
+    if let Value::Array(conflicts) = conflicts {
+        out.conflicts.extend(conflicts.iter().filter_map(text));
+    }
     if let Value::Array(rooms) = rooms {
         out.gone.extend(rooms.iter().filter_map(text));
     }

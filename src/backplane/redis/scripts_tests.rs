@@ -82,19 +82,26 @@ impl Fixture {
     }
 }
 
-fn joined(members: u64, previous_members: u64, created: bool) -> JoinOutcome {
+fn joined(members: u64, previous_members: Option<u64>, created: bool) -> JoinOutcome {
     JoinOutcome::Joined {
         created,
         members,
         previous_members,
+        seq: 0,
     }
 }
 
 #[test]
 fn join_replies_parse() {
     let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-    let ok = [bulk("joined"), Value::Int(1), Value::Int(3), Value::Int(0)];
-    assert_eq!(join_outcome(&ok).unwrap(), joined(3, 0, true));
+    let ok = [
+        bulk("joined"),
+        Value::Int(1),
+        Value::Int(3),
+        Value::Int(0),
+        Value::Int(0),
+    ];
+    assert_eq!(join_outcome(&ok).unwrap(), joined(3, Some(0), true));
     assert_eq!(
         join_outcome(&[bulk("locked")]).unwrap(),
         JoinOutcome::Locked
@@ -192,7 +199,7 @@ async fn claim_release_and_take_over() {
     assert!(!claim(&f.r, &f.keys, "n2", "alice", TTL).await.unwrap().0);
     assert_eq!(
         f.join("n1", "alice", "lobby", None).await,
-        joined(1, 0, true)
+        joined(1, None, true)
     );
     // n1's heartbeat is older than a 0 ms ttl: n2 takes the name over and
     // reports alice's `left` in lobby.
@@ -236,11 +243,11 @@ async fn join_checks_in_order_and_moves() {
     claim(&f.r, &f.keys, "n1", "eve", TTL).await.unwrap();
     assert_eq!(
         f.join("n1", "bob", "general", None).await,
-        joined(1, 0, false)
+        joined(1, None, false)
     );
     assert_eq!(
         f.join("n1", "bob", "r1", Some("general")).await,
-        joined(1, 0, true)
+        joined(1, Some(0), true)
     );
     let request = |room| JoinRequest {
         user_key: "eve",
@@ -291,7 +298,7 @@ async fn join_checks_in_order_and_moves() {
         .unwrap());
     assert_eq!(
         join(&f.r, &f.keys, "n1", &with_pw).await.unwrap(),
-        joined(2, 0, false)
+        joined(2, None, false)
     );
     // A ban on a missing room changes nothing.
     assert!(!set_ban(&f.r, &f.keys, "nope", "eve", true).await.unwrap());
@@ -485,7 +492,7 @@ async fn reregister_puts_users_back_and_reports_conflicts_and_gone_rooms() {
         users: &users,
     };
     let out = reregister(&f.r, &f.keys, &batch).await.unwrap();
-    assert_eq!(out.conflicts, 1);
+    assert_eq!(out.conflicts, ["taken"]);
     assert_eq!(out.gone, ["vanished"]);
     assert_eq!(out.notices.len(), 1, "bob's joined in general");
     let members = room_members(&f.r, &f.keys, "general", 10).await.unwrap();
@@ -522,4 +529,35 @@ fn single_room_scripts_use_one_tag() {
         keys.node_users("x"),
     ];
     assert!(global.iter().all(|k| hash_tag(k) == "global"));
+}
+
+/// Bugs 5a and 5d at the script level: a join by a node that lost the name
+/// changes nothing; a move out of a room the user was already taken out of
+/// reports no previous membership (no second `left`), and puts a reaped
+/// name back.
+#[tokio::test]
+async fn join_refuses_a_lost_name_and_reports_no_stale_previous_membership() {
+    let f = fixture().await;
+    f.heartbeat("n1").await;
+    f.heartbeat("n2").await;
+    claim(&f.r, &f.keys, "n1", "twin", TTL).await.unwrap();
+    f.join("n1", "twin", "r1", None).await;
+    // Reaped while alive: name and membership gone.
+    let mut conn = f.conn();
+    let _: () = conn.hdel(f.keys.names(), "twin").await.unwrap();
+    let _: () = conn.hdel(f.keys.members("r1"), "twin").await.unwrap();
+    assert_eq!(
+        f.join("n1", "twin", "general", Some("r1")).await,
+        joined(1, None, false)
+    );
+    let holder: Option<String> = conn.hget(f.keys.names(), "twin").await.unwrap();
+    assert_eq!(holder.as_deref(), Some("n1"));
+    // Claimed by another node meanwhile: the stale node's join is refused.
+    let _: () = conn.hset(f.keys.names(), "twin", "n2").await.unwrap();
+    assert_eq!(
+        f.join("n1", "twin", "r1", Some("general")).await,
+        JoinOutcome::NameLost
+    );
+    let members = room_members(&f.r, &f.keys, "general", 10).await.unwrap();
+    assert_eq!(members.names, ["twin"]);
 }

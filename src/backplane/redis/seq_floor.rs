@@ -15,6 +15,8 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
+use crate::backplane::message_seq;
+
 /// Floors of the rooms this node is subscribed to (bounded by them: a room
 /// is forgotten when it is unsubscribed or deleted).
 #[derive(Default)]
@@ -49,22 +51,6 @@ impl SeqFloors {
     pub fn forget(&self, room: &str) {
         self.rooms().remove(room);
     }
-}
-
-/// The `seq` at the end of a MESSAGE frame (`{"op":0,…,"seq":N}}`).
-fn message_seq(frame: &[u8]) -> Option<u64> {
-    if !frame.starts_with(b"{\"op\":0,") {
-        return None;
-    }
-    let body = frame.strip_suffix(b"}}")?;
-    let digits_start = body.iter().rposition(|b| !b.is_ascii_digit())? + 1;
-    if !body[..digits_start].ends_with(b"\"seq\":") {
-        return None;
-    }
-    std::str::from_utf8(&body[digits_start..])
-        .ok()?
-        .parse()
-        .ok()
 }
 
 #[cfg(test)]

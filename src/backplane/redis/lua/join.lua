@@ -1,17 +1,31 @@
 -- Checks ban, closed and lock and moves a user into a room, atomically.
 -- KEYS: the room's settings, seq, bans, members; rooms; this node's user
--- list; the previous room's members (absent without one).
--- ARGV: user, display, password given, password hash, create, max rooms.
--- Returns `{outcome}` or `{'joined', created, members, previous_members}`.
+-- list; names; the previous room's members (absent without one).
+-- ARGV: user, display, password given, password hash, create, max rooms,
+-- room, node.
+-- Returns `{outcome}` or `{'joined', created, members, previous_members,
+-- seq}`: previous_members is -1 when the user was not a member of the
+-- previous room (its `left` was announced by whoever took it out), seq the
+-- room's last `seq` as the user became a member.
+--
+-- A name held by another node means this node was presumed dead and the
+-- name claimed meanwhile: `name_lost`, nothing changes (the stale session
+-- must not touch the new holder's membership). A name held by nobody was
+-- reaped while this node was alive: it is put back with the membership
+-- (the node's re-registration would do the same).
 --
 -- Same order of checks as the in-memory backplane: missing (create or
 -- `no_such_room`), banned, closed, locked.
 -- Single-Redis only (the room, the previous room and the global user list
 -- in one step), to be split for Redis Cluster (issue 12).
-local rkey, skey, bkey, mkey, rooms, ukey, prev = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local rkey, skey, bkey, mkey, rooms, ukey, names, prev = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local user, display, pw_given, pw, create = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local max_rooms = tonumber(ARGV[6])
-local room = ARGV[7]
+local room, node = ARGV[7], ARGV[8]
+local holder = redis.call('HGET', names, user)
+if holder and holder ~= node then
+  return {'name_lost'}
+end
 local created = 0
 if redis.call('EXISTS', rkey) == 0 then
   if create ~= '1' then
@@ -36,11 +50,13 @@ else
     return {'locked'}
   end
 end
-local prev_members = 0
-if prev then
-  redis.call('HDEL', prev, user)
+local prev_members = -1
+if prev and redis.call('HDEL', prev, user) == 1 then
   prev_members = redis.call('HLEN', prev)
+end
+if not holder then
+  redis.call('HSET', names, user, node)
 end
 redis.call('HSET', mkey, user, display)
 redis.call('HSET', ukey, user, room)
-return {'joined', created, redis.call('HLEN', mkey), prev_members}
+return {'joined', created, redis.call('HLEN', mkey), prev_members, tonumber(redis.call('GET', skey) or '0')}

@@ -2,11 +2,12 @@
 -- KEYS: names, nodes, rooms, this node's user list, its token.
 -- ARGV (after common's two): node, token, lost, last batch, ttl_ms, then
 -- (user, display, room) triples.
--- Returns `{conflicts, {gone room, ...}, {code, room, display, members,
--- ...}}`: the last array lists the presence notices the caller publishes.
+-- Returns `{{conflicting user, ...}, {gone room, ...}, {code, room,
+-- display, members, ...}}`: the last array lists the presence notices the
+-- caller publishes.
 --
--- A name meanwhile claimed by a live node is a conflict (counted, left
--- alone). A missing room is recreated, ownerless, when Redis lost its data
+-- A name meanwhile claimed by a live node is a conflict: left to that node
+-- (returned, so this node closes its stale connection). A missing room is recreated, ownerless, when Redis lost its data
 -- (`lost`); otherwise it was deleted while this node could not hear it, and
 -- is returned so the node evacuates its members. An empty display name
 -- marks a login in progress: only its name is put back. The last batch sets
@@ -21,7 +22,7 @@
 local names, nodes, rooms, ukey, token_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local node, token, lost, last, ttl = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
 local now = now_ms()
-local conflicts = 0
+local conflicts = {}
 local gone = {}
 local gone_list = {}
 local notices = {}
@@ -29,7 +30,7 @@ for i = 8, #ARGV, 3 do
   local user, display, room = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local holder = redis.call('HGET', names, user)
   if holder and holder ~= node and alive(nodes, holder, now, ttl) then
-    conflicts = conflicts + 1
+    conflicts[#conflicts + 1] = user
   elseif display == '' then
     if holder and holder ~= node then
       add_notice(notices, 'left', forget_user(holder, user))
