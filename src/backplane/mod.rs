@@ -254,8 +254,10 @@ pub trait Backplane: Send + Sync + 'static {
     fn is_ready(&self) -> bool;
 
     /// Stops background work and releases this node's presence (names,
-    /// memberships) at once: a clean drain. Best effort, bounded by the
-    /// caller's deadline.
+    /// memberships) at once: a clean drain. Best effort; bounded by the
+    /// backplane itself (every call by its command timeout), so callers
+    /// await it without a deadline of their own, which could only be
+    /// shorter than what the work needs.
     async fn close(&self);
 }
 

@@ -708,11 +708,16 @@ impl Backplane for RedisBackplane {
         }
         let rooms = inner.subscriber.wanted_rooms();
         metrics::gauge!(telemetry::SUBSCRIPTIONS).decrement(2.0 + rooms as f64);
-        let deadline = inner.settings.command_timeout * STARTUP_WAIT_TIMEOUTS;
-        match tokio::time::timeout(deadline, inner.reap_node(&inner.node_id, false)).await {
-            Ok(Ok(_)) => tracing::info!(node = %inner.node_id, "presence released in redis"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not release presence in redis"),
-            Err(_) => tracing::warn!("releasing presence in redis timed out"),
+        // No deadline over the whole reap (issue 9, 5c: one shorter than the
+        // reap needed cut it off silently): each batch is bounded by the
+        // command timeout and removes up to `REAP_BATCH` users, and the
+        // batches by `REAP_ROUNDS`, so the reap takes time in proportion to
+        // the node's users and stops at the first batch Redis does not
+        // answer in time.
+        match inner.reap_node(&inner.node_id, false).await {
+            Ok(true) => tracing::info!(node = %inner.node_id, "presence released in redis"),
+            Ok(false) => tracing::warn!("releasing presence in redis stopped after its last round"),
+            Err(e) => tracing::warn!(error = %e, "could not release presence in redis"),
         }
     }
 }
