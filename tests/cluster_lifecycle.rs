@@ -187,8 +187,17 @@ async fn drain_of_one_node_while_the_others_serve() {
     .await
 }
 
-/// SIGKILL of a node process: its users leave names and counts within 30 s
-/// (guarantee 2), measured with `heartbeat_secs`/`node_ttl_secs` as given.
+/// How long a killed node's users may stay: its last heartbeat expires
+/// after `ttl`, a survivor's reaper runs within one `heartbeat` after that,
+/// plus one more heartbeat and a second of slack for a reaper round and
+/// the CACHE_UPDATE.
+fn convergence_bound(heartbeat: u64, ttl: u64) -> Duration {
+    Duration::from_secs(ttl + 2 * heartbeat + 1)
+}
+
+/// SIGKILL of a node process: its users leave names and counts within
+/// [`convergence_bound`] (guarantee 2 asks for 30 s with the defaults),
+/// measured with `heartbeat_secs`/`node_ttl_secs` as given.
 async fn kill9_converges(heartbeat: u64, ttl: u64) {
     let redis = RedisServer::start();
     let heartbeat_text = heartbeat.to_string();
@@ -237,7 +246,10 @@ async fn kill9_converges(heartbeat: u64, ttl: u64) {
         &format!("kill -9 (heartbeat {heartbeat} s, ttl {ttl} s): counts converged"),
         took,
     );
-    assert!(took < Duration::from_secs(30), "{took:?}: {after}");
+    assert!(
+        took < convergence_bound(heartbeat, ttl),
+        "{took:?}: {after}"
+    );
     // The room itself stays (rooms live until deleted); the names are free.
     assert!(common::room_entry(&after, "doomroom").is_some(), "{after}");
     let mut back = survivor.login(&format!("{prefix}0")).await;
@@ -256,13 +268,13 @@ async fn kill9_of_a_node_short_ttl_converges() {
     bounded(kill9_converges(1, 3)).await
 }
 
-/// With the default heartbeat (5 s) and ttl (15 s): must still meet 30 s.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill9_of_a_node_default_config_converges_within_30s() {
+/// With the default heartbeat (5 s) and ttl (15 s) the bound the test above
+/// checks in real time (with the intervals scaled down) is within the 30 s
+/// of guarantee 2. Waiting the default 20 s in real time would prove the
+/// same timing model again at five times the cost (issue 9, item 6).
+#[test]
+fn kill9_with_the_default_config_is_bounded_by_30s() {
     let defaults = swiftchat::config::Config::default().redis;
-    bounded(kill9_converges(
-        defaults.heartbeat_secs,
-        defaults.node_ttl_secs,
-    ))
-    .await
+    let bound = convergence_bound(defaults.heartbeat_secs, defaults.node_ttl_secs);
+    assert!(bound <= Duration::from_secs(30), "{bound:?}");
 }
