@@ -182,14 +182,6 @@ impl Backplane for MemoryBackplane {
         })
     }
 
-    async fn is_banned(&self, room: &str, user_key: &str) -> BackplaneResult<bool> {
-        Ok(self
-            .state()
-            .rooms
-            .get(room)
-            .is_some_and(|r| r.bans.contains(user_key)))
-    }
-
     async fn room_members(&self, room: &str, limit: usize) -> BackplaneResult<RoomMembers> {
         Ok(self
             .state()

@@ -14,6 +14,9 @@
 pub mod memory;
 pub mod redis;
 
+#[cfg(test)]
+mod contract_tests;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -212,9 +215,6 @@ pub trait Backplane: Send + Sync + 'static {
 
     /// Bans or unbans `user_key` from `room`; returns whether anything changed.
     async fn set_ban(&self, room: &str, user_key: &str, banned: bool) -> BackplaneResult<bool>;
-
-    /// Whether `user_key` is banned from `room`.
-    async fn is_banned(&self, room: &str, user_key: &str) -> BackplaneResult<bool>;
 
     /// At most `limit` display names of the members of `room` (sorted
     /// case-insensitively when the room has no more than `limit`; otherwise

@@ -623,14 +623,6 @@ impl Backplane for RedisBackplane {
         scripts::set_ban(&**inner, &inner.keys, room, user_key, banned).await
     }
 
-    async fn is_banned(&self, room: &str, user_key: &str) -> BackplaneResult<bool> {
-        let mut ismember = cmd("SISMEMBER");
-        ismember.arg(self.inner.keys.bans(room)).arg(user_key);
-        self.inner
-            .run::<bool>("is_banned", Call::Cmd(ismember))
-            .await
-    }
-
     async fn room_members(&self, room: &str, limit: usize) -> BackplaneResult<RoomMembers> {
         let inner = &self.inner;
         scripts::room_members(&**inner, &inner.keys, room, limit).await
