@@ -13,8 +13,7 @@
 //! and after [`MAX_FILL_FAILURES`] the room is released as it is (its
 //! clients then see a gap in `seq`, as they would without history).
 
-use super::history;
-use super::{Call, Inner};
+use super::Inner;
 use crate::backplane::{HistoryOutcome, HistoryQuery};
 
 /// Failed fills of a room before it is released without its gap.
@@ -40,7 +39,7 @@ impl Inner {
                 limit: self.settings.history_max.max(1),
                 epoch: None,
             };
-            let outcome = match self.read_history(room, &query).await {
+            let outcome = match super::scripts::read_history(self, &self.keys, room, &query).await {
                 Ok(outcome) => outcome,
                 Err(e) => {
                     let failures = self.subscriber.gap_failed(room);
@@ -84,25 +83,5 @@ impl Inner {
             }
         }
         self.subscriber.release_gap(room, true);
-    }
-
-    /// One history read (see `history.rs`).
-    pub(super) async fn read_history(
-        &self,
-        room: &str,
-        query: &HistoryQuery<'_>,
-    ) -> crate::backplane::BackplaneResult<HistoryOutcome> {
-        let mut call = history::READ.prepare_invoke();
-        call.key(self.keys.room(room))
-            .key(self.keys.seq(room))
-            .key(self.keys.history(room))
-            .key(self.keys.members(room));
-        for arg in history::read_args(query) {
-            call.arg(arg);
-        }
-        let reply = self
-            .run::<Option<Vec<::redis::Value>>>("read_history", Call::Script(call))
-            .await?;
-        history::parse_read(query, reply)
     }
 }
