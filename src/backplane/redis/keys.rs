@@ -20,6 +20,7 @@
 //! | `P:room:{r}` | hash | `owner` (user key, empty for none), `locked`, `pw`, `closed` |
 //! | `P:seq:{r}` | string | last `seq` given in the room |
 //! | `P:bans:{r}` | set | banned user keys |
+//! | `P:history:{r}` | stream | the latest messages: id `<seq>-0`, field `f` = MESSAGE frame (see `history.rs`); `epoch` is a field of `P:room:{r}` |
 //! | `P:members:{r}` | hash | user key → display name |
 //! | `P:{global}:rooms` | set | names of existing rooms |
 //! | `P:{global}:names` | hash | user key → node id holding the name |
@@ -42,6 +43,7 @@ pub(crate) const ROOM: &str = "room";
 pub(crate) const SEQ: &str = "seq";
 pub(crate) const BANS: &str = "bans";
 pub(crate) const MEMBERS: &str = "members";
+pub(crate) const HISTORY: &str = "history";
 
 /// Key and channel names for one prefix.
 #[derive(Debug, Clone)]
@@ -84,6 +86,10 @@ impl Keys {
 
     pub fn bans(&self, room: &str) -> String {
         self.room_key(BANS, room)
+    }
+
+    pub fn history(&self, room: &str) -> String {
+        self.room_key(HISTORY, room)
     }
 
     pub fn members(&self, room: &str) -> String {
@@ -165,6 +171,7 @@ mod tests {
             keys.seq("a"),
             keys.bans("a"),
             keys.members("a"),
+            keys.history("a"),
             keys.rooms(),
             keys.names(),
             keys.nodes(),
@@ -187,6 +194,7 @@ mod tests {
             keys.seq("lobby"),
             keys.bans("lobby"),
             keys.members("lobby"),
+            keys.history("lobby"),
             keys.room_channel("lobby"),
         ] {
             assert_eq!(hash_tag(&name), "lobby", "{name}");

@@ -26,7 +26,9 @@
 //! trying in the background: an orchestrator restarting nodes in a loop
 //! because Redis is briefly away helps nobody.
 
+mod gap_fill;
 mod health;
+mod history;
 mod keys;
 mod pool;
 mod presence;
@@ -56,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Backplane, BackplaneError, BackplaneResult, ClusterEvent, ClusterSnapshot, Delivery,
-    JoinOutcome, JoinRequest, RoomChange, RoomInfo, RoomMembers,
+    HistoryOutcome, HistoryQuery, JoinOutcome, JoinRequest, RoomChange, RoomInfo, RoomMembers,
 };
 use crate::config::Config;
 use crate::protocol::MessageDraft;
@@ -89,6 +91,10 @@ struct Settings {
     /// `limits.presence_notice_max_members`: the reaper announces `left`
     /// only in rooms of at most this many members, like the sessions.
     presence_notice_max_members: u64,
+    /// `history.max_messages` (0: history off).
+    history_max: usize,
+    /// `history.ttl_secs` in ms (0: never expires).
+    history_ttl_ms: u64,
 }
 
 /// One node's connection to the cluster through Redis.
@@ -169,6 +175,8 @@ pub async fn connect(
         probe_interval: Duration::from_millis(config.redis.probe_interval_ms),
         default_room: config.server.default_room.clone(),
         presence_notice_max_members: config.limits.presence_notice_max_members,
+        history_max: config.history.max_messages,
+        history_ttl_ms: config.history.ttl_secs.saturating_mul(1000),
     };
     let info = connection_info(&config.redis.url)?;
     let pool = command_pool(&info, config.redis.pool_size, settings.command_timeout)?;
@@ -182,6 +190,11 @@ pub async fn connect(
         Arc::clone(&delivery),
         Arc::clone(&health),
         settings.command_timeout,
+        if settings.history_max > 0 {
+            config.history.gap_buffer
+        } else {
+            0
+        },
     )?;
     let inner = Arc::new(Inner {
         node_id: node_id.to_string(),
@@ -491,8 +504,14 @@ impl Inner {
                 self.recovered_probe.notify_one();
             }
             Ok(false) => {}
-            Err(e) => tracing::debug!(error = %e, "redis resubscription failed; retrying"),
+            Err(e) => {
+                tracing::debug!(error = %e, "redis resubscription failed; retrying");
+                return true;
+            }
         }
+        // Resubscribed: what was published meanwhile comes from history
+        // (also retries fills that failed at an earlier tick).
+        self.fill_gaps().await;
         true
     }
 
@@ -657,7 +676,20 @@ impl Backplane for RedisBackplane {
     async fn publish_message(&self, draft: &MessageDraft) -> BackplaneResult<Option<u64>> {
         let inner = &self.inner;
         let floor = inner.subscriber.seq_floor(&draft.room);
-        scripts::publish_message(&**inner, &inner.keys, draft, floor).await
+        let history = scripts::HistoryLimits {
+            max_messages: inner.settings.history_max,
+            ttl_ms: inner.settings.history_ttl_ms,
+        };
+        scripts::publish_message(&**inner, &inner.keys, draft, floor, history).await
+    }
+
+    async fn history(
+        &self,
+        room: &str,
+        query: &HistoryQuery<'_>,
+    ) -> BackplaneResult<HistoryOutcome> {
+        let inner = &self.inner;
+        scripts::read_history(&**inner, &inner.keys, room, query).await
     }
 
     async fn publish_to_room(&self, room: &str, frame: Bytes) -> BackplaneResult<()> {

@@ -5,7 +5,8 @@
 //! here, which builds its KEYS and ARGV and parses its reply: a script's
 //! contract lives in the file's header and in its wrapper, nowhere else.
 //! Every key a script is given is named by `keys.rs`. The scripts about one
-//! room (`publish_message`, `change_room`, `set_ban`, `room_members`) and
+//! room (`publish_message`, `read_history`, `change_room`, `set_ban`,
+//! `room_members`) and
 //! the global ones (`dead_nodes`, `forget_room`) touch one slot. Those that
 //! change a room and global state in one step (`join`, `claim`, `release`,
 //! `heartbeat`, `reap_node`, `reregister`, `snapshot`) say so in their
@@ -39,7 +40,8 @@ use super::keys::Keys;
 use super::presence::{notices, PresenceNotice};
 use super::{flag, int, internal, text};
 use crate::backplane::{
-    BackplaneResult, ClusterSnapshot, JoinOutcome, JoinRequest, LocalUser, RoomChange, RoomMembers,
+    BackplaneResult, ClusterSnapshot, HistoryOutcome, HistoryQuery, JoinOutcome, JoinRequest,
+    LocalUser, RoomChange, RoomMembers,
 };
 use crate::protocol::{MessageDraft, RoomSummary};
 
@@ -70,6 +72,7 @@ struct Scripts {
     set_ban: Script,
     snapshot: Script,
     publish_message: Script,
+    read_history: Script,
     room_members: Script,
     heartbeat: Script,
     reregister: Script,
@@ -86,6 +89,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     set_ban: Script::new(include_str!("lua/set_ban.lua")),
     snapshot: with_common(include_str!("lua/snapshot.lua")),
     publish_message: Script::new(include_str!("lua/publish_message.lua")),
+    read_history: Script::new(include_str!("lua/read_history.lua")),
     room_members: Script::new(include_str!("lua/room_members.lua")),
     heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
     reregister: with_common(include_str!("lua/reregister.lua")),
@@ -220,6 +224,7 @@ pub(super) async fn change_room(
         .key(keys.seq(room))
         .key(keys.bans(room))
         .key(keys.members(room))
+        .key(keys.history(room))
         .arg(name)
         .arg(password_hash);
     let applied = r.eval::<i64>("change_room", call).await? == 1;
@@ -284,6 +289,15 @@ fn parse_snapshot(reply: &[Value]) -> BackplaneResult<ClusterSnapshot> {
     })
 }
 
+/// What the publish script keeps of each room's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct HistoryLimits {
+    /// `history.max_messages` (0: history off).
+    pub max_messages: usize,
+    /// `history.ttl_secs` in ms (0: never expires).
+    pub ttl_ms: u64,
+}
+
 /// `publish_message.lua`: the message's `seq`, `None` when the room is
 /// missing or closed.
 pub(super) async fn publish_message(
@@ -291,17 +305,40 @@ pub(super) async fn publish_message(
     keys: &Keys,
     draft: &MessageDraft,
     seq_floor: u64,
+    history: HistoryLimits,
 ) -> BackplaneResult<Option<u64>> {
     let (prefix, suffix) = draft.frame_parts();
     let mut call = SCRIPTS.publish_message.prepare_invoke();
     call.key(keys.room(&draft.room))
         .key(keys.seq(&draft.room))
         .key(keys.room_channel(&draft.room))
+        .key(keys.history(&draft.room))
         .arg(prefix)
         .arg(suffix)
-        .arg(seq_floor);
+        .arg(seq_floor)
+        .arg(history.max_messages)
+        .arg(history.ttl_ms);
     let seq: Option<i64> = r.eval("publish_message", call).await?;
     Ok(seq.map(|seq| seq.max(0) as u64))
+}
+
+/// `read_history.lua`: a page of `room`'s history (see `history.rs`).
+pub(super) async fn read_history(
+    r: &impl Eval,
+    keys: &Keys,
+    room: &str,
+    query: &HistoryQuery<'_>,
+) -> BackplaneResult<HistoryOutcome> {
+    let mut call = SCRIPTS.read_history.prepare_invoke();
+    call.key(keys.room(room))
+        .key(keys.seq(room))
+        .key(keys.history(room))
+        .key(keys.members(room));
+    for arg in super::history::read_args(query) {
+        call.arg(arg);
+    }
+    let reply: Option<Vec<Value>> = r.eval("read_history", call).await?;
+    super::history::parse_read(query, reply)
 }
 
 /// `room_members.lua`: at most `limit` display names (sorted by user key)

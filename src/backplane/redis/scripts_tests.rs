@@ -15,6 +15,10 @@ mod redis_server;
 use redis_server::RedisServer;
 
 const TTL: u64 = 15_000;
+const HIST: HistoryLimits = HistoryLimits {
+    max_messages: 3,
+    ttl_ms: 60_000,
+};
 
 struct Conn {
     conn: MultiplexedConnection,
@@ -138,7 +142,7 @@ fn snapshot_sorts_rooms_and_derives_available() {
 async fn lua_room_keys_match_keys_rs() {
     let f = fixture().await;
     let probe = Script::new(&format!(
-        "{COMMON}return {{room_key('room', ARGV[3]), room_key('members', ARGV[3]), node_users_key(ARGV[4])}}"
+        "{COMMON}return {{room_key('room', ARGV[3]), room_key('members', ARGV[3]), room_key('history', ARGV[3]), node_users_key(ARGV[4])}}"
     ));
     let mut call = probe.prepare_invoke();
     call.arg(f.keys.base())
@@ -151,6 +155,7 @@ async fn lua_room_keys_match_keys_rs() {
         [
             f.keys.room("lobby"),
             f.keys.members("lobby"),
+            f.keys.history("lobby"),
             f.keys.node_users("n1")
         ]
     );
@@ -335,13 +340,17 @@ async fn seq_is_gapless_refuses_closed_rooms_and_restarts_after_delete() {
     sub.subscribe(f.keys.room_channel("r1")).await.unwrap();
     for expected in 1..=3 {
         assert_eq!(
-            publish_message(&f.r, &f.keys, &draft, 0).await.unwrap(),
+            publish_message(&f.r, &f.keys, &draft, 0, HIST)
+                .await
+                .unwrap(),
             Some(expected)
         );
     }
     // A floor above the counter (Redis lost it) wins.
     assert_eq!(
-        publish_message(&f.r, &f.keys, &draft, 10).await.unwrap(),
+        publish_message(&f.r, &f.keys, &draft, 10, HIST)
+            .await
+            .unwrap(),
         Some(11)
     );
     let mut frames = Vec::new();
@@ -356,7 +365,9 @@ async fn seq_is_gapless_refuses_closed_rooms_and_restarts_after_delete() {
         .await
         .unwrap());
     assert_eq!(
-        publish_message(&f.r, &f.keys, &draft, 0).await.unwrap(),
+        publish_message(&f.r, &f.keys, &draft, 0, HIST)
+            .await
+            .unwrap(),
         None
     );
     assert!(change_room(&f.r, &f.keys, "r1", &RoomChange::Delete)
@@ -375,7 +386,9 @@ async fn seq_is_gapless_refuses_closed_rooms_and_restarts_after_delete() {
     );
     f.join("n1", "bob", "r1", None).await;
     assert_eq!(
-        publish_message(&f.r, &f.keys, &draft, 0).await.unwrap(),
+        publish_message(&f.r, &f.keys, &draft, 0, HIST)
+            .await
+            .unwrap(),
         Some(1)
     );
 }
@@ -519,6 +532,7 @@ fn single_room_scripts_use_one_tag() {
         keys.seq("r"),
         keys.bans("r"),
         keys.members("r"),
+        keys.history("r"),
         keys.room_channel("r"),
     ];
     assert!(room.iter().all(|k| hash_tag(k) == "r"));
@@ -560,4 +574,76 @@ async fn join_refuses_a_lost_name_and_reports_no_stale_previous_membership() {
     );
     let members = room_members(&f.r, &f.keys, "general", 10).await.unwrap();
     assert_eq!(members.names, ["twin"]);
+}
+
+#[tokio::test]
+async fn publish_keeps_capped_history_and_delete_erases_it() {
+    use crate::backplane::HistoryQuery;
+    let f = fixture().await;
+    f.heartbeat("n1").await;
+    claim(&f.r, &f.keys, "n1", "bob", TTL).await.unwrap();
+    f.join("n1", "bob", "r1", None).await;
+    let draft = MessageDraft {
+        author: "bob".into(),
+        content: "hi".into(),
+        room: "r1".into(),
+        id: "1".into(),
+        ts: 1,
+    };
+    for _ in 0..5 {
+        publish_message(&f.r, &f.keys, &draft, 0, HIST)
+            .await
+            .unwrap();
+    }
+    let len: u64 = f.conn().xlen(f.keys.history("r1")).await.unwrap();
+    assert_eq!(len, HIST.max_messages as u64, "capped at max_messages");
+    let ttl: i64 = f.conn().pttl(f.keys.history("r1")).await.unwrap();
+    assert!(ttl > 0 && ttl <= HIST.ttl_ms as i64, "expires: {ttl}");
+    let query = HistoryQuery {
+        member: Some("bob"),
+        after: Some(0),
+        before: None,
+        limit: 10,
+        epoch: None,
+    };
+    let HistoryOutcome::Page(page) = read_history(&f.r, &f.keys, "r1", &query).await.unwrap()
+    else {
+        panic!("bob is a member");
+    };
+    assert_eq!(
+        page.messages,
+        [draft.frame(3), draft.frame(4), draft.frame(5)]
+    );
+    assert_eq!(page.last_seq, 5);
+    assert!(!page.complete, "1 and 2 were trimmed");
+    let outsider = HistoryQuery {
+        member: Some("eve"),
+        ..query
+    };
+    assert_eq!(
+        read_history(&f.r, &f.keys, "r1", &outsider).await.unwrap(),
+        HistoryOutcome::NotMember
+    );
+    let epoch = page.epoch;
+    assert!(change_room(&f.r, &f.keys, "r1", &RoomChange::Delete)
+        .await
+        .unwrap());
+    let exists: bool = f.conn().exists(f.keys.history("r1")).await.unwrap();
+    assert!(!exists, "delete erases the history");
+    f.join("n1", "bob", "r1", None).await;
+    let HistoryOutcome::Page(page) = read_history(&f.r, &f.keys, "r1", &query).await.unwrap()
+    else {
+        panic!("bob is a member");
+    };
+    assert!(page.messages.is_empty() && page.last_seq == 0);
+    assert_ne!(page.epoch, epoch, "a re-created room has a new epoch");
+    let off = HistoryLimits {
+        max_messages: 0,
+        ttl_ms: 0,
+    };
+    publish_message(&f.r, &f.keys, &draft, 0, off)
+        .await
+        .unwrap();
+    let exists: bool = f.conn().exists(f.keys.history("r1")).await.unwrap();
+    assert!(!exists, "history off writes nothing");
 }

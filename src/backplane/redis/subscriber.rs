@@ -22,7 +22,7 @@
 //! only parses, looks up and hands frames to [`Delivery`] (which does
 //! `try_send`), and queues stray rooms with `try_send`. It never blocks.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -57,13 +57,72 @@ struct Shared {
     seq_floors: SeqFloors,
     /// Set on every disconnection: the supervisor subscribes everything again.
     resync: AtomicBool,
+    /// Rooms whose gap (what was published while the subscription was
+    /// interrupted) is being filled from history: their live frames wait
+    /// here, so the missed messages reach clients first. See `gap_fill`.
+    gaps: Mutex<HashMap<String, Gap>>,
+    /// Live frames held per room during a fill; 0 when history is off
+    /// (nothing to fill from: no room is held back).
+    gap_buffer: usize,
     stray: mpsc::Sender<String>,
+}
+
+/// What [`Subscriber::release_gap`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapRelease {
+    Released,
+    /// Frames were dropped from the room's buffer: read history again.
+    Overflowed,
+    /// The connection dropped again: wait for the resubscription.
+    Pending,
+}
+
+/// A room waiting for its gap fill.
+#[derive(Default)]
+struct Gap {
+    /// Live frames that arrived since the interruption, in order.
+    frames: VecDeque<Bytes>,
+    /// Frames were dropped from `frames` (full): their messages must be
+    /// read from history again before the room is released.
+    overflowed: bool,
+    /// Fill attempts that failed (Redis did not answer).
+    failures: u32,
 }
 
 impl Shared {
     fn rooms(&self) -> MutexGuard<'_, HashSet<String>> {
         // Plain data: a panic elsewhere does not make it invalid.
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn gaps(&self) -> MutexGuard<'_, HashMap<String, Gap>> {
+        self.gaps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// After a disconnection: every wanted room that has relayed a message
+    /// may have missed some, so its live frames wait for its gap fill. A
+    /// room that has relayed none has no known position to fill from (its
+    /// members can ask HISTORY_REQUEST themselves).
+    fn open_gaps(&self) {
+        if self.gap_buffer == 0 {
+            return;
+        }
+        let rooms: Vec<String> = self
+            .rooms()
+            .iter()
+            .filter(|room| self.seq_floors.floor(room) > 0)
+            .cloned()
+            .collect();
+        let mut gaps = self.gaps();
+        for room in rooms {
+            gaps.entry(room).or_default();
+        }
+    }
+
+    /// Observes and delivers a frame of `room` (not held back).
+    fn relay(&self, room: &str, frame: Bytes) {
+        self.seq_floors.observe(room, &frame);
+        self.delivery.deliver_room(room, frame);
     }
 
     fn on_push(&self, push: PushInfo) {
@@ -85,6 +144,7 @@ impl Shared {
                 metrics::counter!(telemetry::RECONNECTS).increment(1);
                 tracing::warn!("redis subscriber connection lost; reconnecting");
                 self.health.set_subscribed(false);
+                self.open_gaps();
                 self.resync.store(true, Ordering::Release);
             }
             // PushKind is non-exhaustive; unsubscribe confirmations and
@@ -95,9 +155,20 @@ impl Shared {
 
     fn on_message(&self, channel: &[u8], payload: Vec<u8>) {
         if let Some(room) = self.keys.room_of_channel(channel) {
-            self.seq_floors.observe(room, &payload);
+            let frame = Bytes::from(payload);
+            {
+                let mut gaps = self.gaps();
+                if let Some(gap) = gaps.get_mut(room) {
+                    if gap.frames.len() < self.gap_buffer {
+                        gap.frames.push_back(frame);
+                    } else {
+                        gap.overflowed = true;
+                    }
+                    return;
+                }
+            }
             // Relayed verbatim: the bytes are the frame clients receive.
-            self.delivery.deliver_room(room, Bytes::from(payload));
+            self.relay(room, frame);
         } else if channel == self.keys.events_channel().as_bytes() {
             match serde_json::from_slice::<ClusterEvent>(&payload) {
                 Ok(event) => {
@@ -169,6 +240,7 @@ impl Subscriber {
         delivery: Arc<dyn Delivery>,
         health: Arc<Health>,
         timeout: Duration,
+        gap_buffer: usize,
     ) -> BackplaneResult<(Self, mpsc::Receiver<String>)> {
         let (stray, stray_rx) = mpsc::channel(STRAY_QUEUE);
         let shared = Arc::new(Shared {
@@ -179,6 +251,8 @@ impl Subscriber {
             rooms: Mutex::new(HashSet::new()),
             seq_floors: SeqFloors::default(),
             resync: AtomicBool::new(true),
+            gaps: Mutex::new(HashMap::new()),
+            gap_buffer,
             stray,
         });
         let sender = Arc::clone(&shared);
@@ -238,6 +312,7 @@ impl Subscriber {
             metrics::gauge!(telemetry::SUBSCRIPTIONS).decrement(1.0);
         }
         self.shared.seq_floors.forget(room);
+        self.shared.gaps().remove(room);
         let result = self
             .unsubscribe_channel(self.shared.keys.room_channel(room))
             .await;
@@ -318,6 +393,74 @@ impl Subscriber {
         Ok(true)
     }
 
+    // ---- gap fill (driven by the supervisor, see `gap_fill.rs`) ----------
+
+    /// Rooms waiting for their gap fill.
+    pub fn gap_rooms(&self) -> Vec<String> {
+        self.shared.gaps().keys().cloned().collect()
+    }
+
+    /// Delivers messages read from history for a room being filled: those
+    /// after the last `seq` relayed, in order. Returns the new floor.
+    pub fn deliver_missed(&self, room: &str, messages: Vec<(u64, Bytes)>) -> u64 {
+        let mut floor = self.shared.seq_floors.floor(room);
+        for (seq, frame) in messages {
+            if seq > floor {
+                self.shared.relay(room, frame);
+                floor = seq;
+            }
+        }
+        floor
+    }
+
+    /// Releases a filled room: its held frames go out (messages already
+    /// delivered from history skipped), then live frames flow again. Keeps
+    /// the room held when frames were dropped from its buffer (read history
+    /// again: [`GapRelease::Overflowed`]) or when the connection dropped
+    /// again and is not resubscribed yet (the next fill, after the
+    /// resubscription, reads what that outage missed: [`GapRelease::Pending`]).
+    /// `force` releases it regardless (the fill gave up, or the room was
+    /// deleted meanwhile); `verbatim` also delivers every held frame, known
+    /// `seq` or not (the room's numbering is not the one this node knew).
+    pub fn release_gap(&self, room: &str, force: bool, verbatim: bool) -> GapRelease {
+        let mut gaps = self.shared.gaps();
+        let Some(gap) = gaps.get_mut(room) else {
+            return GapRelease::Released;
+        };
+        if !force {
+            if self.shared.resync.load(Ordering::Acquire) {
+                return GapRelease::Pending;
+            }
+            if gap.overflowed {
+                gap.overflowed = false;
+                gap.frames.clear();
+                return GapRelease::Overflowed;
+            }
+        }
+        let gap = gaps.remove(room).expect("present");
+        // Delivered under the lock: a live frame arriving now waits for the
+        // held ones, so the room's order holds.
+        let mut floor = self.shared.seq_floors.floor(room);
+        for frame in gap.frames {
+            match crate::backplane::message_seq(&frame) {
+                Some(seq) if seq <= floor && !verbatim => continue,
+                Some(seq) => floor = seq,
+                None => {}
+            }
+            self.shared.relay(room, frame);
+        }
+        GapRelease::Released
+    }
+
+    /// Counts a failed fill of `room`; returns the failures so far.
+    pub fn gap_failed(&self, room: &str) -> u32 {
+        let mut gaps = self.shared.gaps();
+        gaps.get_mut(room).map_or(0, |gap| {
+            gap.failures += 1;
+            gap.failures
+        })
+    }
+
     /// Number of channels held: wanted rooms plus events and probe.
     pub fn wanted_rooms(&self) -> usize {
         self.shared.rooms().len()
@@ -335,5 +478,146 @@ impl Subscriber {
                 "redis subscriber did not answer in time".into(),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backplane::LocalUser;
+    use crate::protocol::MessageDraft;
+
+    /// Records what reaches the node's clients.
+    #[derive(Default)]
+    struct Recorder {
+        frames: Mutex<Vec<Bytes>>,
+    }
+
+    impl Delivery for Recorder {
+        fn deliver_room(&self, _room: &str, frame: Bytes) {
+            self.frames.lock().unwrap().push(frame);
+        }
+        fn deliver_event(&self, _: ClusterEvent) {}
+        fn local_users(&self) -> Vec<LocalUser> {
+            Vec::new()
+        }
+        fn has_local_members(&self, _: &str) -> bool {
+            true
+        }
+        fn name_lost(&self, _: &str) {}
+    }
+
+    fn frame(seq: u64) -> Bytes {
+        MessageDraft {
+            author: "a".into(),
+            content: format!("m{seq}"),
+            room: "r".into(),
+            id: "1".into(),
+            ts: 1,
+        }
+        .frame(seq)
+    }
+
+    /// A subscriber on no Redis at all (the connection is lazy) whose
+    /// pushes the test feeds by hand.
+    fn subscriber(gap_buffer: usize) -> (Subscriber, Arc<Recorder>) {
+        let recorder = Arc::new(Recorder::default());
+        let keys = Keys::new("t");
+        let (subscriber, _stray) = Subscriber::new(
+            Client::open("redis://127.0.0.1:1/?protocol=resp3").unwrap(),
+            keys,
+            "n1",
+            recorder.clone(),
+            Arc::new(Health::new(Duration::from_secs(1))),
+            Duration::from_millis(100),
+            gap_buffer,
+        )
+        .unwrap();
+        subscriber.shared.rooms().insert("r".into());
+        (subscriber, recorder)
+    }
+
+    fn push(subscriber: &Subscriber, seq: u64) {
+        let channel = subscriber.shared.keys.room_channel("r");
+        subscriber.shared.on_push(PushInfo {
+            kind: PushKind::Message,
+            data: vec![
+                Value::BulkString(channel.into_bytes()),
+                Value::BulkString(frame(seq).to_vec()),
+            ],
+        });
+    }
+
+    fn disconnect(subscriber: &Subscriber) {
+        subscriber.shared.on_push(PushInfo {
+            kind: PushKind::Disconnection,
+            data: vec![],
+        });
+    }
+
+    fn seqs(recorder: &Recorder) -> Vec<u64> {
+        recorder
+            .frames
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|f| crate::backplane::message_seq(f).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn missed_messages_go_out_before_held_ones_without_repeats() {
+        let (sub, recorder) = subscriber(16);
+        push(&sub, 1);
+        push(&sub, 2);
+        disconnect(&sub);
+        // Live frames after the reconnection wait; 5 overlaps history.
+        push(&sub, 5);
+        push(&sub, 6);
+        assert_eq!(seqs(&recorder), [1, 2], "held back during the fill");
+        assert_eq!(sub.gap_rooms(), ["r"]);
+        sub.shared.resync.store(false, Ordering::Release); // resubscribed
+        let floor = sub.deliver_missed("r", (2..=5).map(|s| (s, frame(s))).collect());
+        assert_eq!(floor, 5);
+        assert_eq!(sub.release_gap("r", false, false), GapRelease::Released);
+        push(&sub, 7);
+        assert_eq!(seqs(&recorder), [1, 2, 3, 4, 5, 6, 7]);
+        assert!(sub.gap_rooms().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_overflowed_buffer_or_a_new_drop_keeps_the_room_held() {
+        let (sub, recorder) = subscriber(2);
+        push(&sub, 1);
+        disconnect(&sub);
+        for seq in 2..=5 {
+            push(&sub, seq);
+        }
+        assert_eq!(
+            sub.release_gap("r", false, false),
+            GapRelease::Pending,
+            "not resubscribed yet"
+        );
+        sub.shared.resync.store(false, Ordering::Release);
+        sub.deliver_missed("r", (2..=3).map(|s| (s, frame(s))).collect());
+        assert_eq!(
+            sub.release_gap("r", false, false),
+            GapRelease::Overflowed,
+            "4 and 5 were dropped from the buffer: read again"
+        );
+        push(&sub, 6);
+        sub.deliver_missed("r", (4..=6).map(|s| (s, frame(s))).collect());
+        assert_eq!(sub.release_gap("r", false, false), GapRelease::Released);
+        assert_eq!(seqs(&recorder), [1, 2, 3, 4, 5, 6]);
+    }
+
+    #[tokio::test]
+    async fn history_off_holds_nothing_back() {
+        let (sub, recorder) = subscriber(0);
+        push(&sub, 1);
+        disconnect(&sub);
+        push(&sub, 3);
+        assert_eq!(seqs(&recorder), [1, 3]);
+        assert!(sub.gap_rooms().is_empty());
     }
 }

@@ -1,14 +1,15 @@
 -- Changes a room's settings. One room, one slot.
--- KEYS: the room's settings, seq, bans, members.
+-- KEYS: the room's settings, seq, bans, members, history.
 -- ARGV: change (lock|unlock|close|open|delete), password hash.
 -- Returns 1 when applied, 0 when the room does not exist.
 --
--- Delete drops the room's settings, `seq`, bans and member list: the
+-- Delete drops the room's settings (with its `epoch`), `seq`, bans, member
+-- list and history: the
 -- members themselves are moved by the RoomEvacuated event, whose
 -- `join_room(previous_room = deleted)` then finds nothing to remove (like
 -- the in-memory backplane, where the room is gone as a whole). The room's
 -- name leaves the global room list afterwards (`forget_room.lua`).
-local rkey, skey, bkey, mkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local rkey, skey, bkey, mkey, hkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local change, pw = ARGV[1], ARGV[2]
 if redis.call('EXISTS', rkey) == 0 then
   return 0
@@ -22,7 +23,7 @@ elseif change == 'close' then
 elseif change == 'open' then
   redis.call('HSET', rkey, 'closed', '0')
 elseif change == 'delete' then
-  redis.call('DEL', rkey, skey, bkey, mkey)
+  redis.call('DEL', rkey, skey, bkey, mkey, hkey)
 else
   return redis.error_reply('unknown room change ' .. change)
 end

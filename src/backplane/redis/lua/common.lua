@@ -58,6 +58,6 @@ end
 -- Creates `room` (settings, fresh seq and bans) and lists it in `rooms`.
 local function create_room(rooms, room, owner)
   redis.call('HSET', room_key('room', room), 'owner', owner, 'locked', '0', 'pw', '', 'closed', '0')
-  redis.call('DEL', room_key('seq', room), room_key('bans', room))
+  redis.call('DEL', room_key('seq', room), room_key('bans', room), room_key('history', room))
   redis.call('SADD', rooms, room)
 end
