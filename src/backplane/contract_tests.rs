@@ -12,10 +12,7 @@ use super::memory::MemoryBackplane;
 use super::*;
 use crate::protocol::MessageDraft;
 
-#[path = "../../tests/common/redis_server.rs"]
-#[allow(dead_code)]
-mod redis_server;
-
+use super::test_redis as redis_server;
 use redis_server::RedisServer;
 
 /// Records what the backplane hands to the node.

@@ -16,6 +16,12 @@ pub mod redis;
 
 #[cfg(test)]
 mod contract_tests;
+/// A real `redis-server` for the crate's own tests (the integration tests'
+/// helper, shared).
+#[cfg(test)]
+#[path = "../../tests/common/redis_server.rs"]
+#[allow(dead_code)]
+pub(crate) mod test_redis;
 
 use std::sync::Arc;
 
