@@ -48,30 +48,32 @@ struct JoinReplay {
     /// Joins in progress.
     pending: usize,
     /// The latest relayed frames, oldest first, at most
-    /// [`JOIN_REPLAY_FRAMES`].
+    /// `Registry::join_replay_frames`.
     frames: VecDeque<Frame>,
     /// The highest `seq` dropped from `frames` for room: an entrant whose
     /// join observed less would miss messages.
     dropped_seq: u64,
 }
 
-/// Frames kept per room while joins into it are in progress. The window is
-/// a few backplane round trips, so this is only reached when a room relays
-/// more than this many messages during one join: the entrant would then
-/// miss messages, and is closed as a slow consumer (4009) instead, as if
-/// its send queue had overflowed.
-const JOIN_REPLAY_FRAMES: usize = 256;
-
 pub struct Registry {
     members: RwLock<Members>,
+    /// Frames kept per room while joins into it are in progress:
+    /// `limits.outbound_queue`, since an entrant's replay beyond its own
+    /// send queue would close it as a slow consumer anyway. The window is a
+    /// few backplane round trips, so this is reached only when a room
+    /// relays more messages than that during one join: the entrant would
+    /// then miss messages, and is closed as a slow consumer (4009) instead.
+    join_replay_frames: usize,
     next_id: AtomicU64,
     connections: AtomicUsize,
     shutdown: Arc<Shutdown>,
 }
 
 impl Registry {
-    pub fn new(shutdown: Arc<Shutdown>) -> Arc<Self> {
+    /// `join_replay_frames`: `limits.outbound_queue` (see the field).
+    pub fn new(shutdown: Arc<Shutdown>, join_replay_frames: usize) -> Arc<Self> {
         Arc::new(Self {
+            join_replay_frames: join_replay_frames.max(1),
             members: RwLock::default(),
             next_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
@@ -250,7 +252,7 @@ impl Delivery for Registry {
         let mut members = write(&self.members);
         route(&members, room, &frame);
         if let Some(replay) = members.joining.get_mut(room) {
-            if replay.frames.len() == JOIN_REPLAY_FRAMES {
+            if replay.frames.len() >= self.join_replay_frames {
                 if let Some(old) = replay.frames.pop_front() {
                     let seq = crate::backplane::message_seq(old.as_bytes()).unwrap_or(0);
                     replay.dropped_seq = replay.dropped_seq.max(seq);
@@ -358,6 +360,8 @@ mod tests {
     use crate::backplane::memory::MemoryBackplane;
     use crate::protocol::MessageDraft;
 
+    const REPLAY: usize = 32;
+
     fn message(room: &str, seq: u64) -> Bytes {
         MessageDraft {
             author: "ann".into(),
@@ -382,7 +386,7 @@ mod tests {
     /// `enter` (its CACHE_UPDATE).
     #[tokio::test]
     async fn messages_relayed_during_a_join_reach_the_entrant() {
-        let registry = Registry::new(Arc::new(Shutdown::new()));
+        let registry = Registry::new(Arc::new(Shutdown::new()), REPLAY);
         let backplane = MemoryBackplane::new("general", registry.clone());
         let ann = Arc::new(ConnHandle::new(1, 64, 8));
         let bob = Arc::new(ConnHandle::new(2, 64, 8));
@@ -406,7 +410,7 @@ mod tests {
     /// A join given up (refused) leaves no replay buffer behind.
     #[tokio::test]
     async fn an_abandoned_join_stops_recording() {
-        let registry = Registry::new(Arc::new(Shutdown::new()));
+        let registry = Registry::new(Arc::new(Shutdown::new()), REPLAY);
         let backplane = MemoryBackplane::new("general", registry.clone());
         let ann = Arc::new(ConnHandle::new(1, 64, 8));
         registry.acquire_room(&*backplane, "r").await.unwrap();
@@ -422,11 +426,11 @@ mod tests {
     /// closed as a slow consumer rather than silently missing some.
     #[tokio::test]
     async fn a_replay_overflow_closes_the_entrant() {
-        let registry = Registry::new(Arc::new(Shutdown::new()));
+        let registry = Registry::new(Arc::new(Shutdown::new()), REPLAY);
         let backplane = MemoryBackplane::new("general", registry.clone());
         let bob = Arc::new(ConnHandle::new(2, 1024, 8));
         registry.acquire_room(&*backplane, "r").await.unwrap();
-        for seq in 1..=(JOIN_REPLAY_FRAMES as u64 + 1) {
+        for seq in 1..=(REPLAY as u64 + 1) {
             registry.deliver_room("r", message("r", seq));
         }
         registry.enter("bob", "Bob", "r", &bob, 0);
