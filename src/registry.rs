@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 
@@ -45,42 +45,36 @@ struct Members {
 /// join observed, right after the user's CACHE_UPDATE.
 #[derive(Default)]
 struct JoinReplay {
-    /// Joins in progress (an upper bound: see [`Registry::release_room`]).
+    /// Joins in progress.
     pending: usize,
     /// The latest relayed frames, oldest first, at most
-    /// [`JOIN_REPLAY_FRAMES`].
+    /// `Registry::join_replay_frames`.
     frames: VecDeque<Frame>,
     /// The highest `seq` dropped from `frames` for room: an entrant whose
     /// join observed less would miss messages.
     dropped_seq: u64,
 }
 
-/// Frames kept per room while joins into it are in progress. The window is
-/// a few backplane round trips, so this is only reached when a room relays
-/// more than this many messages during one join: the entrant would then
-/// miss messages, and is closed as a slow consumer (4009) instead, as if
-/// its send queue had overflowed.
-const JOIN_REPLAY_FRAMES: usize = 256;
-
 pub struct Registry {
     members: RwLock<Members>,
-    /// room → local references (members plus joins in progress); a room is
-    /// subscribed exactly while it has one.
-    subscriptions: Mutex<HashMap<String, usize>>,
-    /// Serializes subscribe/unsubscribe so they reach the backplane in the
-    /// order the counts changed.
-    subscription_changes: tokio::sync::Mutex<()>,
+    /// Frames kept per room while joins into it are in progress:
+    /// `limits.outbound_queue`, since an entrant's replay beyond its own
+    /// send queue would close it as a slow consumer anyway. The window is a
+    /// few backplane round trips, so this is reached only when a room
+    /// relays more messages than that during one join: the entrant would
+    /// then miss messages, and is closed as a slow consumer (4009) instead.
+    join_replay_frames: usize,
     next_id: AtomicU64,
     connections: AtomicUsize,
     shutdown: Arc<Shutdown>,
 }
 
 impl Registry {
-    pub fn new(shutdown: Arc<Shutdown>) -> Arc<Self> {
+    /// `join_replay_frames`: `limits.outbound_queue` (see the field).
+    pub fn new(shutdown: Arc<Shutdown>, join_replay_frames: usize) -> Arc<Self> {
         Arc::new(Self {
+            join_replay_frames: join_replay_frames.max(1),
             members: RwLock::default(),
-            subscriptions: Mutex::default(),
-            subscription_changes: tokio::sync::Mutex::new(()),
             next_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             shutdown,
@@ -106,23 +100,14 @@ impl Registry {
         self.connections.load(Ordering::Acquire)
     }
 
-    /// Takes a reference on `room`'s subscription, subscribing on the first.
-    /// Taken before a join so the new member misses nothing published after
-    /// its join.
+    /// Takes a reference on `room`'s subscription (the backplane counts
+    /// them) before a join, so the new member misses nothing published after
+    /// its join; frames relayed until [`enter`](Self::enter) are kept for
+    /// the replay. Give it back with [`abandon_join`](Self::abandon_join) if
+    /// the join does not happen, else with
+    /// [`release_room`](Self::release_room) when the member leaves.
     pub async fn acquire_room(&self, backplane: &dyn Backplane, room: &str) -> BackplaneResult<()> {
-        let _order = self.subscription_changes.lock().await;
-        let first = {
-            let mut subs = lock(&self.subscriptions);
-            let count = subs.entry(room.to_string()).or_insert(0);
-            *count += 1;
-            *count == 1
-        };
-        if first {
-            if let Err(e) = backplane.subscribe(room).await {
-                self.drop_reference(room);
-                return Err(e);
-            }
-        }
+        backplane.subscribe(room).await?;
         write(&self.members)
             .joining
             .entry(room.to_string())
@@ -131,46 +116,25 @@ impl Registry {
         Ok(())
     }
 
-    /// Gives back a reference taken by [`acquire_room`](Self::acquire_room),
-    /// unsubscribing after the last. A failed unsubscribe is left to the
-    /// backplane, which drops subscriptions with no local members.
-    pub async fn release_room(&self, backplane: &dyn Backplane, room: &str) {
-        let _order = self.subscription_changes.lock().await;
-        let last = self.drop_reference(room);
+    /// The join for which [`acquire_room`](Self::acquire_room) was called
+    /// did not happen.
+    pub fn abandon_join(&self, backplane: &dyn Backplane, room: &str) {
         {
-            // References are local members, joins in progress and members
-            // on their way out: a join given up lowers the bound.
-            let refs = lock(&self.subscriptions).get(room).copied().unwrap_or(0);
             let mut members = write(&self.members);
-            let local = members.rooms.get(room).map_or(0, HashMap::len);
             if let Some(replay) = members.joining.get_mut(room) {
-                replay.pending = replay.pending.min(refs.saturating_sub(local));
+                replay.pending = replay.pending.saturating_sub(1);
                 if replay.pending == 0 {
                     members.joining.remove(room);
                 }
             }
         }
-        if last {
-            if let Err(e) = backplane.unsubscribe(room).await {
-                tracing::debug!(room, error = %e, "unsubscribe failed");
-            }
-        }
+        backplane.unsubscribe(room);
     }
 
-    /// Returns whether it was the last reference.
-    fn drop_reference(&self, room: &str) -> bool {
-        let mut subs = lock(&self.subscriptions);
-        match subs.get_mut(room) {
-            Some(count) if *count > 1 => {
-                *count -= 1;
-                false
-            }
-            Some(_) => {
-                subs.remove(room);
-                true
-            }
-            None => false,
-        }
+    /// Gives back a member's reference on `room` (it left or disconnected).
+    /// Never waits.
+    pub fn release_room(&self, backplane: &dyn Backplane, room: &str) {
+        backplane.unsubscribe(room);
     }
 
     /// Records a logged-in user in `room` (or moves it there), after
@@ -288,7 +252,7 @@ impl Delivery for Registry {
         let mut members = write(&self.members);
         route(&members, room, &frame);
         if let Some(replay) = members.joining.get_mut(room) {
-            if replay.frames.len() == JOIN_REPLAY_FRAMES {
+            if replay.frames.len() >= self.join_replay_frames {
                 if let Some(old) = replay.frames.pop_front() {
                     let seq = crate::backplane::message_seq(old.as_bytes()).unwrap_or(0);
                     replay.dropped_seq = replay.dropped_seq.max(seq);
@@ -365,10 +329,6 @@ impl Delivery for Registry {
             conn.close(protocol::close::POLICY, "name taken elsewhere");
         });
     }
-
-    fn has_local_members(&self, room: &str) -> bool {
-        lock(&self.subscriptions).contains_key(room)
-    }
 }
 
 /// A reserved connection: its id, and its place in the connection count
@@ -387,9 +347,6 @@ impl Drop for ConnectionSlot {
 
 // Poisoning only means another thread panicked mid-update of plain maps;
 // serving on is better than taking the node down.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     m.read().unwrap_or_else(|e| e.into_inner())
 }
@@ -402,6 +359,8 @@ mod tests {
     use super::*;
     use crate::backplane::memory::MemoryBackplane;
     use crate::protocol::MessageDraft;
+
+    const REPLAY: usize = 32;
 
     fn message(room: &str, seq: u64) -> Bytes {
         MessageDraft {
@@ -427,7 +386,7 @@ mod tests {
     /// `enter` (its CACHE_UPDATE).
     #[tokio::test]
     async fn messages_relayed_during_a_join_reach_the_entrant() {
-        let registry = Registry::new(Arc::new(Shutdown::new()));
+        let registry = Registry::new(Arc::new(Shutdown::new()), REPLAY);
         let backplane = MemoryBackplane::new("general", registry.clone());
         let ann = Arc::new(ConnHandle::new(1, 64, 8));
         let bob = Arc::new(ConnHandle::new(2, 64, 8));
@@ -451,13 +410,13 @@ mod tests {
     /// A join given up (refused) leaves no replay buffer behind.
     #[tokio::test]
     async fn an_abandoned_join_stops_recording() {
-        let registry = Registry::new(Arc::new(Shutdown::new()));
+        let registry = Registry::new(Arc::new(Shutdown::new()), REPLAY);
         let backplane = MemoryBackplane::new("general", registry.clone());
         let ann = Arc::new(ConnHandle::new(1, 64, 8));
         registry.acquire_room(&*backplane, "r").await.unwrap();
         registry.enter("ann", "Ann", "r", &ann, 0);
         registry.acquire_room(&*backplane, "r").await.unwrap();
-        registry.release_room(&*backplane, "r").await;
+        registry.abandon_join(&*backplane, "r");
         assert!(read(&registry.members).joining.is_empty());
         registry.deliver_room("r", message("r", 1));
         assert_eq!(seqs(&ann), [1]);
@@ -467,11 +426,11 @@ mod tests {
     /// closed as a slow consumer rather than silently missing some.
     #[tokio::test]
     async fn a_replay_overflow_closes_the_entrant() {
-        let registry = Registry::new(Arc::new(Shutdown::new()));
+        let registry = Registry::new(Arc::new(Shutdown::new()), REPLAY);
         let backplane = MemoryBackplane::new("general", registry.clone());
         let bob = Arc::new(ConnHandle::new(2, 1024, 8));
         registry.acquire_room(&*backplane, "r").await.unwrap();
-        for seq in 1..=(JOIN_REPLAY_FRAMES as u64 + 1) {
+        for seq in 1..=(REPLAY as u64 + 1) {
             registry.deliver_room("r", message("r", seq));
         }
         registry.enter("bob", "Bob", "r", &bob, 0);

@@ -12,10 +12,7 @@ use super::memory::MemoryBackplane;
 use super::*;
 use crate::protocol::MessageDraft;
 
-#[path = "../../tests/common/redis_server.rs"]
-#[allow(dead_code)]
-mod redis_server;
-
+use super::test_redis as redis_server;
 use redis_server::RedisServer;
 
 /// Records what the backplane hands to the node.
@@ -34,9 +31,6 @@ impl Delivery for Recorder {
     }
     fn local_users(&self) -> Vec<LocalUser> {
         Vec::new()
-    }
-    fn has_local_members(&self, _: &str) -> bool {
-        false
     }
     fn name_lost(&self, _: &str) {}
 }
@@ -293,7 +287,7 @@ async fn seq_is_gapless_and_restarts_after_delete(s: Subject) {
     assert_eq!(b.publish_message(&draft("nope")).await.unwrap(), None);
     b.change_room("r", RoomChange::Delete).await.unwrap();
     // What a node does on the deletion's ROOM_STATE (forgets its floor).
-    b.unsubscribe("r").await.unwrap();
+    b.unsubscribe("r");
     b.join_room(join("ann", "r", None)).await.unwrap();
     b.subscribe("r").await.unwrap();
     assert_eq!(b.publish_message(&draft("r")).await.unwrap(), Some(1));
@@ -364,4 +358,62 @@ async fn member_lists_and_room_count_are_bounded(s: Subject) {
         b.join_room(request).await.unwrap(),
         JoinOutcome::Joined { created: false, .. }
     ));
+}
+
+/// Issue 9, item 3: a subscription whose caller is cut off (a timed-out
+/// join, a cancelled close) never leaks: references taken by cancelled
+/// acquisitions go back, releases never wait, and the channel ends up
+/// unsubscribed in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_subscriptions_leak_nothing() {
+    let s = redis().await;
+    let server = s._redis.as_ref().expect("redis");
+    let b = &s.backplane;
+    let numsub = |channel: &str| match server.cmd(&["PUBSUB", "NUMSUB", channel]) {
+        redis_server::Resp::Array(Some(items)) => items[1].as_int().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let wait_numsub = |channel: &'static str, want: i64| async move {
+        let started = Instant::now();
+        while numsub(channel) != want {
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "NUMSUB {channel} stays {}, expected {want}",
+                numsub(channel)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    // Acquisitions cancelled at once, many times over, while others
+    // complete: in the end nothing is held.
+    for _ in 0..20 {
+        let cancelled = tokio::time::timeout(Duration::ZERO, b.subscribe("cut")).await;
+        if cancelled.is_ok() {
+            b.unsubscribe("cut");
+        }
+        b.subscribe("cut").await.unwrap();
+        b.unsubscribe("cut");
+    }
+    wait_numsub("swiftchat:ch:{cut}", 0).await;
+    // Held by two, released by both (one "close" dropped right after its
+    // release): unsubscribed.
+    b.subscribe("kept").await.unwrap();
+    b.subscribe("kept").await.unwrap();
+    wait_numsub("swiftchat:ch:{kept}", 1).await;
+    b.unsubscribe("kept");
+    wait_numsub("swiftchat:ch:{kept}", 1).await;
+    let close = async {
+        b.unsubscribe("kept");
+        std::future::pending::<()>().await
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(10), close).await;
+    wait_numsub("swiftchat:ch:{kept}", 0).await;
+    // A room wanted again while its UNSUBSCRIBE is in flight ends up
+    // subscribed.
+    b.subscribe("again").await.unwrap();
+    b.unsubscribe("again");
+    b.subscribe("again").await.unwrap();
+    wait_numsub("swiftchat:ch:{again}", 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(numsub("swiftchat:ch:{again}"), 1);
 }

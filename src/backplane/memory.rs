@@ -362,9 +362,7 @@ impl Backplane for MemoryBackplane {
         Ok(())
     }
 
-    async fn unsubscribe(&self, _room: &str) -> BackplaneResult<()> {
-        Ok(())
-    }
+    fn unsubscribe(&self, _room: &str) {}
 
     fn is_ready(&self) -> bool {
         true
@@ -383,9 +381,6 @@ mod tests {
         fn deliver_event(&self, _: ClusterEvent) {}
         fn local_users(&self) -> Vec<crate::backplane::LocalUser> {
             Vec::new()
-        }
-        fn has_local_members(&self, _: &str) -> bool {
-            false
         }
         fn name_lost(&self, _: &str) {}
     }

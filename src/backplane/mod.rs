@@ -16,6 +16,12 @@ pub mod redis;
 
 #[cfg(test)]
 mod contract_tests;
+/// A real `redis-server` for the crate's own tests (the integration tests'
+/// helper, shared).
+#[cfg(test)]
+#[path = "../../tests/common/redis_server.rs"]
+#[allow(dead_code)]
+pub(crate) mod test_redis;
 
 use std::sync::Arc;
 
@@ -243,9 +249,6 @@ pub trait Delivery: Send + Sync + 'static {
     fn deliver_event(&self, event: ClusterEvent);
     /// This node's logged-in users, for re-registration.
     fn local_users(&self) -> Vec<LocalUser>;
-    /// Whether this node still has local members in `room` (a backplane may
-    /// use it to drop subscriptions that outlived their members).
-    fn has_local_members(&self, room: &str) -> bool;
     /// The local connection of `user_key` no longer holds its name: another
     /// node's login claimed it while this node was presumed dead. The
     /// connection is told and closed; it must not act under the name.
@@ -320,13 +323,16 @@ pub trait Backplane: Send + Sync + 'static {
     /// Publishes an event to every node, this one included.
     async fn publish_event(&self, event: &ClusterEvent) -> BackplaneResult<()>;
 
-    /// Starts delivering `room`'s frames to this node. Called by the local
-    /// registry when the node's first member enters the room; returns once
-    /// the subscription is active, so that member misses nothing after it.
+    /// Takes one reference on the delivery of `room`'s frames to this node
+    /// (a local member, or a join in progress); returns once the delivery
+    /// is active, so that the member misses nothing after it. On failure no
+    /// reference is held. The backplane counts the references: nobody else.
     async fn subscribe(&self, room: &str) -> BackplaneResult<()>;
 
-    /// Stops delivering `room`'s frames to this node (its last member left).
-    async fn unsubscribe(&self, room: &str) -> BackplaneResult<()>;
+    /// Gives one reference back; after the last, the backplane stops
+    /// delivering the room here (in the background). Never waits, so a
+    /// caller cut off anywhere cannot leak a reference.
+    fn unsubscribe(&self, room: &str);
 
     /// Whether the node can take new clients as far as the backplane goes
     /// (`/readyz`).

@@ -193,6 +193,8 @@ impl Session {
         };
         let chat = self.chat.clone();
         chat.registry.exit(&user.key);
+        // Before any await: a close cut off later leaks nothing.
+        chat.registry.release_room(&*chat.backplane, &user.room);
         match chat
             .backplane
             .release_name(&user.key, Some(&user.room))
@@ -208,9 +210,6 @@ impl Session {
             // by its heartbeat expiring or by re-registration.
             Err(error) => tracing::warn!(%error, "could not release a name"),
         }
-        chat.registry
-            .release_room(&*chat.backplane, &user.room)
-            .await;
     }
 
     // ---- payloads ------------------------------------------------------
@@ -389,7 +388,7 @@ impl Session {
         let (members, joined_seq) = match outcome {
             Ok(JoinOutcome::Joined { members, seq, .. }) => (members, seq),
             other => {
-                registry.release_room(&*backplane, &room).await;
+                registry.abandon_join(&*backplane, &room);
                 let _ = backplane.release_name(&key, None).await;
                 return match other {
                     Ok(refused) => {
@@ -469,7 +468,7 @@ impl Session {
             seq: joined_seq,
         }) = outcome
         else {
-            chat.registry.release_room(&*chat.backplane, room).await;
+            chat.registry.abandon_join(&*chat.backplane, room);
             return outcome;
         };
         let (key, name) = (user.key.clone(), user.name.clone());
@@ -479,9 +478,7 @@ impl Session {
         self.send_cache_update().await;
         chat.registry
             .enter(&key, &name, room, &self.conn, joined_seq);
-        chat.registry
-            .release_room(&*chat.backplane, &previous)
-            .await;
+        chat.registry.release_room(&*chat.backplane, &previous);
         // None: already taken out (and announced) by whoever reaped it.
         if let Some(previous_members) = previous_members {
             self.announce(&previous, &name, NoticeCode::Left, previous_members + 1)

@@ -6,8 +6,10 @@
 //!   one Lua script (`scripts.rs`); key layout in `keys.rs`.
 //! - **Fan-out**: one subscriber connection per node (`subscriber.rs`),
 //!   subscribed to a room's channel exactly while the node has local members
-//!   there (the local registry calls [`Backplane::subscribe`] and
-//!   [`Backplane::unsubscribe`]), plus the events channel and the node's own
+//!   there or joins in progress: the subscriber counts the references
+//!   ([`Backplane::subscribe`] takes one, [`Backplane::unsubscribe`] gives
+//!   it back without waiting), serializes changes per room and holds no
+//!   lock across a round trip; plus the events channel and the node's own
 //!   probe channel. Frames are published once, as the bytes clients receive,
 //!   and relayed without parsing.
 //! - **Presence** (`presence.rs`): a heartbeat keeps this node's names and
@@ -707,11 +709,11 @@ impl Backplane for RedisBackplane {
     }
 
     async fn subscribe(&self, room: &str) -> BackplaneResult<()> {
-        self.inner.subscriber.subscribe_room(room).await
+        self.inner.subscriber.acquire_room(room).await
     }
 
-    async fn unsubscribe(&self, room: &str) -> BackplaneResult<()> {
-        self.inner.subscriber.unsubscribe_room(room).await
+    fn unsubscribe(&self, room: &str) {
+        self.inner.subscriber.release_room(room)
     }
 
     fn is_ready(&self) -> bool {

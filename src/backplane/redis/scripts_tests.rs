@@ -8,11 +8,7 @@ use super::*;
 use crate::backplane::redis::keys::hash_tag;
 use crate::backplane::{BackplaneError, JoinOutcome, RoomChange};
 
-#[path = "../../../tests/common/redis_server.rs"]
-#[allow(dead_code)]
-mod redis_server;
-
-use redis_server::RedisServer;
+use crate::backplane::test_redis::RedisServer;
 
 const TTL: u64 = 15_000;
 const HIST: HistoryLimits = HistoryLimits {

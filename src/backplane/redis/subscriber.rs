@@ -18,11 +18,20 @@
 //! every wanted channel again after each disconnection (subscribing twice is
 //! harmless), so a lost tracker entry cannot leave a room deaf either.
 //!
+//! Room subscriptions are counted here and nowhere else: each local member
+//! (or join in progress) holds one reference ([`Subscriber::acquire_room`],
+//! [`Subscriber::release_room`]). Changes are serialized per room, not per
+//! node, and no lock is held across a Redis round trip: the count changes
+//! under a plain mutex, and at most one task per room (spawned, so a
+//! cancelled caller cannot stop it half-way) sends SUBSCRIBE/UNSUBSCRIBE
+//! until Redis matches the count. Releasing never waits, so a close that
+//! is cut off cannot leak a reference.
+//!
 //! The push sender is a plain closure called by the connection's reader: it
 //! only parses, looks up and hands frames to [`Delivery`] (which does
 //! `try_send`), and queues stray rooms with `try_send`. It never blocks.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -30,7 +39,7 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, PushInfo, PushKind, Value};
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::health::Health;
 use super::keys::Keys;
@@ -51,8 +60,10 @@ struct Shared {
     probe_channel: String,
     delivery: Arc<dyn Delivery>,
     health: Arc<Health>,
-    /// Rooms this node wants to hear: from `subscribe` until `unsubscribe`.
-    rooms: Mutex<HashSet<String>>,
+    /// Rooms with local references, and their subscription state.
+    rooms: Mutex<HashMap<String, RoomSubscription>>,
+    /// Bumped whenever a room's subscription settles (acquirers wait on it).
+    settled: watch::Sender<u64>,
     /// The last `seq` relayed per room (no repeats after Redis data loss).
     seq_floors: SeqFloors,
     /// Set on every disconnection: the supervisor subscribes everything again.
@@ -90,7 +101,7 @@ struct Gap {
 }
 
 impl Shared {
-    fn rooms(&self) -> MutexGuard<'_, HashSet<String>> {
+    fn rooms(&self) -> MutexGuard<'_, HashMap<String, RoomSubscription>> {
         // Plain data: a panic elsewhere does not make it invalid.
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -110,8 +121,8 @@ impl Shared {
         let rooms: Vec<String> = self
             .rooms()
             .iter()
-            .filter(|room| self.seq_floors.floor(room) > 0)
-            .cloned()
+            .filter(|(room, sub)| sub.refs > 0 && self.seq_floors.floor(room) > 0)
+            .map(|(room, _)| room.clone())
             .collect();
         let mut gaps = self.gaps();
         for room in rooms {
@@ -203,11 +214,44 @@ impl Shared {
         let Some(room) = self.keys.room_of_channel(channel) else {
             return;
         };
-        if self.rooms().contains(room) || self.delivery.has_local_members(room) {
+        if self.is_wanted(room) {
             return;
         }
         let _ = self.stray.try_send(room.to_string());
     }
+}
+
+/// Gives a reference back unless disarmed (see `acquire_room`).
+struct ReleaseOnDrop<'a> {
+    subscriber: &'a Subscriber,
+    room: &'a str,
+    armed: bool,
+}
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.subscriber.release_room(self.room);
+        }
+    }
+}
+
+impl Shared {
+    fn is_wanted(&self, room: &str) -> bool {
+        self.rooms().get(room).is_some_and(|r| r.refs > 0)
+    }
+}
+
+/// One room's local references and where its subscription stands.
+#[derive(Debug, Default)]
+struct RoomSubscription {
+    refs: usize,
+    /// Redis confirmed the SUBSCRIBE (and no UNSUBSCRIBE was sent since).
+    subscribed: bool,
+    /// A task is bringing Redis in line with `refs`.
+    in_flight: bool,
+    /// The last attempt to subscribe failed (acquirers waiting give up).
+    failed: bool,
 }
 
 fn bytes_of(value: Value) -> Option<Vec<u8>> {
@@ -219,14 +263,11 @@ fn bytes_of(value: Value) -> Option<Vec<u8>> {
 }
 
 /// The subscriber connection and the rooms it should be subscribed to.
+#[derive(Clone)]
 pub struct Subscriber {
     manager: ConnectionManager,
     shared: Arc<Shared>,
     timeout: Duration,
-    /// Serializes (un)subscription commands with the checks that decide
-    /// them: a stray room's UNSUBSCRIBE must not overtake the SUBSCRIBE of
-    /// a member that just arrived.
-    ops: tokio::sync::Mutex<()>,
 }
 
 impl Subscriber {
@@ -248,7 +289,8 @@ impl Subscriber {
             keys,
             delivery,
             health,
-            rooms: Mutex::new(HashSet::new()),
+            rooms: Mutex::new(HashMap::new()),
+            settled: watch::Sender::new(0),
             seq_floors: SeqFloors::default(),
             resync: AtomicBool::new(true),
             gaps: Mutex::new(HashMap::new()),
@@ -276,50 +318,163 @@ impl Subscriber {
                 manager,
                 shared,
                 timeout,
-                ops: tokio::sync::Mutex::new(()),
             },
             stray_rx,
         ))
     }
 
-    /// Subscribes `room`'s channel; returns once Redis confirmed it.
-    ///
-    /// On failure the room is not wanted (the registry gives its reference
-    /// back); should the SUBSCRIBE still reach Redis, its confirmation finds
-    /// the room unwanted and undoes it.
-    pub async fn subscribe_room(&self, room: &str) -> BackplaneResult<()> {
-        let _ops = self.ops.lock().await;
-        let added = self.shared.rooms().insert(room.to_string());
-        if added {
-            metrics::gauge!(telemetry::SUBSCRIPTIONS).increment(1.0);
+    /// Takes a reference on `room`'s subscription; returns once Redis
+    /// confirmed the subscription (at once when it already stands). On
+    /// failure no reference is kept.
+    pub async fn acquire_room(&self, room: &str) -> BackplaneResult<()> {
+        let mut settled = self.shared.settled.subscribe();
+        {
+            let mut rooms = self.shared.rooms();
+            let entry = rooms.entry(room.to_string()).or_default();
+            entry.refs += 1;
+            if entry.refs == 1 {
+                metrics::gauge!(telemetry::SUBSCRIPTIONS).increment(1.0);
+            }
+            entry.failed = false;
+            if entry.subscribed && !entry.in_flight {
+                return Ok(());
+            }
+            self.start_settling(room, entry);
         }
-        let channel = self.shared.keys.room_channel(room);
-        let result = self
-            .command(|mut m| async move { m.subscribe(channel).await })
-            .await;
-        if result.is_err() && added && self.shared.rooms().remove(room) {
-            metrics::gauge!(telemetry::SUBSCRIPTIONS).decrement(1.0);
+        // Cancelled before it returns (the caller timed out or went away):
+        // the reference goes back, nothing leaks.
+        let mut guard = ReleaseOnDrop {
+            subscriber: self,
+            room,
+            armed: true,
+        };
+        let deadline = tokio::time::Instant::now() + self.timeout * 2;
+        loop {
+            let (subscribed, failed) = {
+                let rooms = self.shared.rooms();
+                let entry = rooms.get(room);
+                let settled = entry.is_some_and(|e| !e.in_flight);
+                (
+                    settled && entry.is_some_and(|e| e.subscribed),
+                    settled && entry.is_some_and(|e| e.failed),
+                )
+            };
+            if subscribed {
+                guard.armed = false;
+                return Ok(());
+            }
+            if failed {
+                return Err(BackplaneError::Unavailable(
+                    "redis subscriber: could not subscribe".into(),
+                ));
+            }
+            match tokio::time::timeout_at(deadline, settled.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(BackplaneError::Unavailable(
+                        "redis subscriber did not answer in time".into(),
+                    ));
+                }
+            }
         }
-        result
     }
 
-    /// Unsubscribes `room`'s channel. If Redis cannot be told now, the room
-    /// is queued as stray: the supervisor retries, and a resubscription from
-    /// the manager's tracker is undone when its confirmation arrives.
-    pub async fn unsubscribe_room(&self, room: &str) -> BackplaneResult<()> {
-        let _ops = self.ops.lock().await;
-        if self.shared.rooms().remove(room) {
-            metrics::gauge!(telemetry::SUBSCRIPTIONS).decrement(1.0);
+    /// Gives back a reference taken by [`acquire_room`](Self::acquire_room).
+    /// Never waits: after the last one, the room is unsubscribed in the
+    /// background (and queued as stray if Redis cannot be told now).
+    pub fn release_room(&self, room: &str) {
+        let mut rooms = self.shared.rooms();
+        let Some(entry) = rooms.get_mut(room) else {
+            return;
+        };
+        entry.refs = entry.refs.saturating_sub(1);
+        if entry.refs > 0 {
+            return;
         }
+        metrics::gauge!(telemetry::SUBSCRIPTIONS).decrement(1.0);
         self.shared.seq_floors.forget(room);
         self.shared.gaps().remove(room);
-        let result = self
-            .unsubscribe_channel(self.shared.keys.room_channel(room))
-            .await;
-        if result.is_err() {
-            let _ = self.shared.stray.try_send(room.to_string());
+        if entry.in_flight {
+            return;
         }
-        result
+        if entry.subscribed {
+            self.start_settling(room, entry);
+        } else {
+            rooms.remove(room);
+        }
+    }
+
+    /// Starts the room's settling task unless one runs (called under the
+    /// rooms lock).
+    fn start_settling(&self, room: &str, entry: &mut RoomSubscription) {
+        if entry.in_flight {
+            return;
+        }
+        entry.in_flight = true;
+        let this = self.clone();
+        let room = room.to_string();
+        // Spawned: whoever caused the change may be cancelled; the room's
+        // subscription must still end up matching its references.
+        tokio::spawn(async move { this.settle(room).await });
+    }
+
+    /// Sends SUBSCRIBE/UNSUBSCRIBE until Redis matches the room's
+    /// references; the only task doing so for this room.
+    async fn settle(self, room: String) {
+        loop {
+            let want = {
+                let mut rooms = self.shared.rooms();
+                let Some(entry) = rooms.get_mut(&room) else {
+                    return;
+                };
+                let want = entry.refs > 0;
+                if want == entry.subscribed {
+                    entry.in_flight = false;
+                    if !want {
+                        rooms.remove(&room);
+                    }
+                    drop(rooms);
+                    self.shared.settled.send_modify(|n| *n += 1);
+                    return;
+                }
+                want
+            };
+            let channel = self.shared.keys.room_channel(&room);
+            let result = if want {
+                self.command(|mut m| async move { m.subscribe(channel).await })
+                    .await
+            } else {
+                self.unsubscribe_channel(channel).await
+            };
+            let mut rooms = self.shared.rooms();
+            let Some(entry) = rooms.get_mut(&room) else {
+                return;
+            };
+            match result {
+                Ok(()) => entry.subscribed = want,
+                Err(e) => {
+                    tracing::debug!(room = %room, error = %e, want, "redis (un)subscribe failed");
+                    entry.in_flight = false;
+                    if want {
+                        // Acquirers waiting give up; a SUBSCRIBE that still
+                        // reached Redis is undone by its confirmation if
+                        // nobody wants the room by then.
+                        entry.failed = true;
+                    } else {
+                        // The supervisor retries; the resubscription after a
+                        // reconnect is undone by its confirmation.
+                        entry.subscribed = false;
+                        let _ = self.shared.stray.try_send(room.clone());
+                        if entry.refs == 0 {
+                            rooms.remove(&room);
+                        }
+                    }
+                    drop(rooms);
+                    self.shared.settled.send_modify(|n| *n += 1);
+                    return;
+                }
+            }
+        }
     }
 
     /// The highest `seq` this node relayed in `room` (0 if none).
@@ -330,8 +485,13 @@ impl Subscriber {
     /// Unsubscribes a stray room unless it became wanted again. Returns
     /// `false` when Redis could not be told (try again later).
     pub async fn drop_stray(&self, room: &str) -> bool {
-        let _ops = self.ops.lock().await;
-        if self.shared.rooms().contains(room) || self.shared.delivery.has_local_members(room) {
+        // A room wanted again, or being settled, is its task's business.
+        if self
+            .shared
+            .rooms()
+            .get(room)
+            .is_some_and(|r| r.refs > 0 || r.in_flight)
+        {
             return true;
         }
         let channel = self.shared.keys.room_channel(room);
@@ -362,7 +522,6 @@ impl Subscriber {
         if !self.shared.resync.load(Ordering::Acquire) {
             return Ok(false);
         }
-        let _ops = self.ops.lock().await;
         if !self.shared.resync.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }
@@ -374,7 +533,8 @@ impl Subscriber {
             self.shared
                 .rooms()
                 .iter()
-                .map(|room| self.shared.keys.room_channel(room)),
+                .filter(|(_, r)| r.refs > 0)
+                .map(|(room, _)| self.shared.keys.room_channel(room)),
         );
         for batch in channels.chunks(SUBSCRIBE_BATCH) {
             let batch = batch.to_vec();
@@ -461,9 +621,9 @@ impl Subscriber {
         })
     }
 
-    /// Number of channels held: wanted rooms plus events and probe.
+    /// Rooms with local references.
     pub fn wanted_rooms(&self) -> usize {
-        self.shared.rooms().len()
+        self.shared.rooms().values().filter(|r| r.refs > 0).count()
     }
 
     async fn command<F, Fut>(&self, f: F) -> BackplaneResult<()>
@@ -501,9 +661,6 @@ mod tests {
         fn local_users(&self) -> Vec<LocalUser> {
             Vec::new()
         }
-        fn has_local_members(&self, _: &str) -> bool {
-            true
-        }
         fn name_lost(&self, _: &str) {}
     }
 
@@ -533,7 +690,14 @@ mod tests {
             gap_buffer,
         )
         .unwrap();
-        subscriber.shared.rooms().insert("r".into());
+        subscriber.shared.rooms().insert(
+            "r".into(),
+            RoomSubscription {
+                refs: 1,
+                subscribed: true,
+                ..Default::default()
+            },
+        );
         (subscriber, recorder)
     }
 
