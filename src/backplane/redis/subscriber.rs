@@ -410,12 +410,17 @@ impl Subscriber {
         if entry.in_flight {
             return;
         }
+        // No runtime: the node is being torn down (a reference dropped
+        // during its runtime's shutdown); nothing left to keep in line.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         entry.in_flight = true;
         let this = self.clone();
         let room = room.to_string();
         // Spawned: whoever caused the change may be cancelled; the room's
         // subscription must still end up matching its references.
-        tokio::spawn(async move { this.settle(room).await });
+        runtime.spawn(async move { this.settle(room).await });
     }
 
     /// Sends SUBSCRIBE/UNSUBSCRIBE until Redis matches the room's
