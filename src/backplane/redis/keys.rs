@@ -6,7 +6,7 @@
 //! | key | type | content |
 //! | --- | --- | --- |
 //! | `P:rooms` | set | names of existing rooms |
-//! | `P:room:{room}` | hash | `owner` (user key, empty for none), `locked`, `pw`, `closed` |
+//! | `P:room:{room}` | hash | `owner` (owner id chosen by the chat rules, empty for none), `locked`, `pw`, `closed` |
 //! | `P:seq:{room}` | string | last `seq` given in the room |
 //! | `P:bans:{room}` | set | banned user keys |
 //! | `P:members:{room}` | hash | user key → display name |

@@ -656,7 +656,8 @@ impl Backplane for RedisBackplane {
             .arg(request.password_hash.unwrap_or(""))
             .arg(flag(request.create))
             .arg(request.previous_room.unwrap_or(""))
-            .arg(request.max_rooms);
+            .arg(request.max_rooms)
+            .arg(request.owner);
         let reply = inner
             .run::<Vec<Value>>("join_room", Call::Script(call))
             .await?;

@@ -134,7 +134,8 @@ return redis.call('HLEN', B .. 'members:' .. room)
 "#;
 
 /// ARGV: base, node, user, display, room, password given, password hash,
-/// create, previous room ("" for none).
+/// create, previous room ("" for none), max rooms, owner id (stored
+/// verbatim as the new room's owner).
 /// Returns `{outcome}` or `{'joined', created, members, previous_members}`.
 ///
 /// Same order of checks as the in-memory backplane: missing (create or
@@ -142,7 +143,7 @@ return redis.call('HLEN', B .. 'members:' .. room)
 const JOIN: &str = r#"
 local node, user, display, room = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local pw_given, pw, create, prev = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local max_rooms = tonumber(ARGV[10])
+local max_rooms, owner = tonumber(ARGV[10]), ARGV[11]
 local rkey = B .. 'room:' .. room
 local created = 0
 if redis.call('EXISTS', rkey) == 0 then
@@ -152,7 +153,7 @@ if redis.call('EXISTS', rkey) == 0 then
   if redis.call('SCARD', B .. 'rooms') >= max_rooms then
     return {'too_many_rooms'}
   end
-  create_room(room, user)
+  create_room(room, owner)
   created = 1
 else
   if redis.call('SISMEMBER', B .. 'bans:' .. room, user) == 1 then
