@@ -81,7 +81,7 @@ fn oracle(text: &str) -> Expected {
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(()),
     };
-    let parsed = match op {
+    let parsed: Result<Expected, ()> = match op {
         1 => (|| {
             Ok(Expected::MessageCreate {
                 content: required("content")?,
@@ -103,7 +103,7 @@ fn oracle(text: &str) -> Expected {
             })
         })(),
     };
-    parsed.unwrap_or_else(|()| Expected::BadPayload)
+    parsed.unwrap_or(Expected::BadPayload)
 }
 
 fn actual(text: &str) -> Expected {
@@ -302,7 +302,10 @@ fn examples() {
                 room: None,
             },
         ),
-        (r#"{"op":3,"d":{"key":"k","reason":[]}}"#, Expected::BadPayload),
+        (
+            r#"{"op":3,"d":{"key":"k","reason":[]}}"#,
+            Expected::BadPayload,
+        ),
     ] {
         assert_eq!(actual(text), expected, "{text}");
         assert_eq!(oracle(text), expected, "{text}");

@@ -45,11 +45,15 @@ impl Arg {
 pub(crate) enum Permission {
     Anyone,
     /// Admins only; `refusal` is the `forbidden` text for others.
-    Admin { refusal: &'static str },
+    Admin {
+        refusal: &'static str,
+    },
     /// The owner of the user's current room, or an admin. In the default
     /// room the command is refused with `default_room` (`forbidden`) when
     /// set; otherwise the default room, which has no owner, is for admins.
-    OwnerOfCurrentRoom { default_room: Option<&'static str> },
+    OwnerOfCurrentRoom {
+        default_room: Option<&'static str>,
+    },
     /// The owner of the room named by the first argument, or an admin.
     OwnerOfNamedRoom,
 }
@@ -73,7 +77,8 @@ pub(crate) struct Checked {
 }
 
 /// Runs a command for a session once its permission is checked.
-pub(crate) type Handler = for<'s> fn(&'s mut Session, Checked) -> BoxFuture<'s, Result<(), Refusal>>;
+pub(crate) type Handler =
+    for<'s> fn(&'s mut Session, Checked) -> BoxFuture<'s, Result<(), Refusal>>;
 
 /// One command.
 pub(crate) struct CommandSpec {
@@ -395,7 +400,14 @@ mod tests {
             ("shutdown".into(), strings(&["going down  now"]))
         );
         assert_eq!(ok("shutdown"), ("shutdown".into(), vec![]));
-        for bad in ["join", "join a.b", "join a b c", "kick", "kick a!b", "leave now"] {
+        for bad in [
+            "join",
+            "join a.b",
+            "join a b c",
+            "kick",
+            "kick a!b",
+            "leave now",
+        ] {
             assert!(
                 matches!(parse(bad, "\\"), Err(CommandError::BadArguments(_))),
                 "{bad}"
@@ -535,15 +547,23 @@ mod tests {
             Ok(invocation) => {
                 let first = line.split_whitespace().next().unwrap_or("");
                 prop_assert!(invocation.spec.answers_to(&first.to_ascii_lowercase()));
-                let required = invocation.spec.args.iter().filter(|a| !a.optional()).count();
+                let required = invocation
+                    .spec
+                    .args
+                    .iter()
+                    .filter(|a| !a.optional())
+                    .count();
                 prop_assert!(required <= invocation.args.len());
                 prop_assert!(invocation.args.len() <= invocation.spec.args.len());
-                let again = parse(&invocation.line(), "\\")
-                    .map_err(|e| TestCaseError::fail(format!("{line:?} → {:?}: {e}", invocation.line())))?;
+                let again = parse(&invocation.line(), "\\").map_err(|e| {
+                    TestCaseError::fail(format!("{line:?} → {:?}: {e}", invocation.line()))
+                })?;
                 prop_assert_eq!(again, invocation);
             }
             Err(CommandError::Unknown { name, .. }) => {
-                prop_assert!(!COMMANDS.iter().any(|c| c.answers_to(&name.to_ascii_lowercase())));
+                prop_assert!(!COMMANDS
+                    .iter()
+                    .any(|c| c.answers_to(&name.to_ascii_lowercase())));
             }
             Err(CommandError::BadArguments(message)) => {
                 prop_assert!(message.contains("Usage: \\"), "{}", message);

@@ -71,7 +71,10 @@ impl Session {
         let message = if more == 0 {
             format!("Users in {room} ({}): {names}", members.total)
         } else {
-            format!("Users in {room} ({}): {names} and {more} more", members.total)
+            format!(
+                "Users in {room} ({}): {names} and {more} more",
+                members.total
+            )
         };
         self.conn
             .send(protocol::users_notice(&message, &room, &members.names));

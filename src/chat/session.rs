@@ -177,7 +177,9 @@ impl Session {
     /// command's handler.
     pub(super) async fn command(&mut self, line: &str) -> Result<(), Refusal> {
         let invocation = commands::parse(line, &self.chat.config.server.command_prefix)?;
-        let room = self.authorize(invocation.spec.permission, &invocation).await?;
+        let room = self
+            .authorize(invocation.spec.permission, &invocation)
+            .await?;
         let run = invocation.spec.run;
         run(self, Checked { invocation, room }).await
     }
