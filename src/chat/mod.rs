@@ -22,14 +22,14 @@ mod messages;
 mod moderation;
 pub(crate) mod ownership;
 pub(crate) mod presence;
-pub mod rate;
+pub(crate) mod rate;
 pub(crate) mod replies;
 mod rooms;
-pub mod session;
+pub(crate) mod session;
 
 use std::sync::Arc;
 
-pub use session::{Flow, Session};
+pub(crate) use session::{Flow, Session};
 
 use crate::auth::TokenVerifier;
 use crate::backplane::SharedBackplane;

@@ -28,7 +28,7 @@ use crate::registry::{ConnHandle, Control};
 
 /// What the connection should do after a payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
+pub(crate) enum Flow {
     Continue,
     Close(u16, &'static str),
 }
@@ -44,7 +44,7 @@ pub(super) struct User {
     pub(super) owner_id: String,
 }
 
-pub struct Session {
+pub(crate) struct Session {
     pub(super) chat: Arc<Chat>,
     pub(super) conn: Arc<ConnHandle>,
     pub(super) user: Option<User>,
@@ -61,7 +61,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(chat: Arc<Chat>, conn: Arc<ConnHandle>) -> Self {
+    pub(crate) fn new(chat: Arc<Chat>, conn: Arc<ConnHandle>) -> Self {
         let limits = &chat.config.limits;
         let window = Duration::from_secs(limits.flood_window_secs);
         Self {
@@ -78,12 +78,12 @@ impl Session {
         }
     }
 
-    pub fn is_logged_in(&self) -> bool {
+    pub(crate) fn is_logged_in(&self) -> bool {
         self.user.is_some()
     }
 
     /// A text frame from the client.
-    pub async fn on_text(&mut self, text: &str) -> Flow {
+    pub(crate) async fn on_text(&mut self, text: &str) -> Flow {
         match parse_client_frame(text) {
             Err(ParseError::BadPayload(why)) => self.refuse_frame(NoticeCode::BadPayload, &why),
             Err(ParseError::UnknownOp(op)) => {
@@ -118,7 +118,7 @@ impl Session {
     }
 
     /// A binary frame: the protocol is text only.
-    pub fn on_binary(&mut self) -> Flow {
+    pub(crate) fn on_binary(&mut self) -> Flow {
         self.refuse_frame(
             NoticeCode::BadPayload,
             "Binary frames are not accepted; send JSON text.",
@@ -126,14 +126,14 @@ impl Session {
     }
 
     /// Work sent to this connection by the rest of the cluster.
-    pub async fn on_control(&mut self, control: Control) -> Flow {
+    pub(crate) async fn on_control(&mut self, control: Control) -> Flow {
         let Control::Evicted { room, reason } = control;
         let result = self.evicted(&room, reason).await;
         self.answer(result)
     }
 
     /// The connection closed: release the name and the membership.
-    pub async fn on_close(&mut self) {
+    pub(crate) async fn on_close(&mut self) {
         let Some(user) = self.user.take() else {
             return;
         };
