@@ -2,7 +2,7 @@
 //! - ownership (PROTOCOL.md "Ownership"): in open mode a room belongs to the
 //!   connection that created it, so a later user with the same name cannot
 //!   manage it; in token mode it belongs to the token's `sub` across
-//!   reconnects;
+//!   reconnects; and across the nodes of a cluster;
 //! - every inbound frame counts toward a limit: unknown ops, IDENTIFY after
 //!   login and CACHE_REQUEST before login close with 1008 like bad payloads;
 //! - `d` of any op is an object or null (`{"op": 6, "d": 5}` is a bad
@@ -127,6 +127,36 @@ async fn open_mode_ownership_ends_with_the_connection(backend: Backend) {
     member
         .recv_until(&expect::room_state(&room, "locked"))
         .await;
+}
+
+/// Ownership is kept by the shared store, so it holds across nodes: on a
+/// two-node cluster, the creator's name logging in again on the other node
+/// owns nothing, while the creator, still connected, does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_mode_ownership_across_nodes() {
+    bounded(async {
+        let redis = RedisServer::start();
+        let one = TestNode::start_on_redis(&redis, configured).await;
+        let two = TestNode::start_on_redis(&redis, configured).await;
+        let room = unique("shared");
+        let mut owner = one.login("Nadia").await;
+        owner.create_room(&room).await;
+        let mut member = two.login("Nico").await;
+        member.join_room(&room, None).await;
+        // The creator moderates from node one a user of node two.
+        owner.command(r"\lock pw").await;
+        owner.recv_until(&expect::notice("info")).await;
+        member
+            .recv_until(&expect::room_state(&room, "locked"))
+            .await;
+        owner.close().await;
+        member.recv_until(&expect::left("Nadia", &room)).await;
+        let mut again = two.login("Nadia").await;
+        again.join_room(&room, Some("pw")).await;
+        expect_all_forbidden(&mut again, &room, "Nico").await;
+        member.roundtrip("unharmed").await;
+    })
+    .await
 }
 
 /// "In auth.mode = token a room belongs to the token's sub and stays
