@@ -137,12 +137,19 @@ pub fn parse_client_frame(text: &str) -> Result<ClientPayload, ParseError> {
         }
         None => return Err(ParseError::BadPayload("The field op is missing.".into())),
     };
+    // The envelope says `d` is an object or null for every op, so a `d` of
+    // another shape is a bad payload whatever the op (known or not).
     let d = object.remove("d").unwrap_or(Value::Null);
+    if !(d.is_object() || d.is_null()) {
+        return Err(ParseError::BadPayload(
+            "The field d must be an object or null.".into(),
+        ));
+    }
     match op {
         op::MESSAGE_CREATE => d_object(d).map(ClientPayload::MessageCreate),
         op::SHUTDOWN => d_object(d).map(ClientPayload::Shutdown),
         op::IDENTIFY => d_object(d).map(ClientPayload::Identify),
-        // `d` carries nothing for a cache request; any value is accepted.
+        // `d` carries nothing for a cache request: null or any object.
         op::CACHE_REQUEST => Ok(ClientPayload::CacheRequest),
         // Every field is optional: a missing or null `d` asks for the latest.
         op::HISTORY_REQUEST if d.is_null() => {

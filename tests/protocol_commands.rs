@@ -95,7 +95,8 @@ async fn help_rooms_users(backend: Backend) {
 }
 
 /// `\join ROOM` creates (ROOM_STATE created to all logged-in clients) and
-/// moves; `\switch` is an alias; `\leave` returns to the default room.
+/// moves; `\switch` is an alias; `\leave` returns to the default room and
+/// says so with `info`.
 async fn join_switch_leave(backend: Backend) {
     let node = TestNode::start(backend, relaxed).await;
     let mut a = node.login("Mover").await;
@@ -134,10 +135,13 @@ async fn join_switch_leave(backend: Backend) {
     assert_eq!(room_entry(&frames[0]["d"], "lobby").unwrap()["users"], 2);
     a.expect(&expect::joined("Stayer", "lobby")).await;
 
+    // `\leave` answers `info` like other successful commands (its
+    // CACHE_UPDATE as well, like `\join`).
     b.command(r"\leave").await;
     b.expect_all(vec![
         expect::cache_me("Stayer", "general"),
         expect::joined("Stayer", "general"),
+        expect::notice("info"),
     ])
     .await;
     a.expect(&expect::left("Stayer", "lobby")).await;

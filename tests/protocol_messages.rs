@@ -181,6 +181,7 @@ async fn seq_continues_in_an_empty_room(backend: Backend) {
     a.expect_all(vec![
         expect::cache_me("Keeper", "general"),
         expect::joined("Keeper", "general"),
+        expect::notice("info"),
     ])
     .await;
     assert_eq!(a.roundtrip("g1").await["seq"], 1, "general has its own seq");

@@ -128,6 +128,7 @@ fn join<'a>(user: &'a str, room: &'a str, previous: Option<&'a str>) -> JoinRequ
         room,
         password_hash: None,
         create: true,
+        owner: user,
         max_rooms: 100,
         previous_room: previous,
     }

@@ -163,7 +163,7 @@ impl Backplane for MemoryBackplane {
             state.rooms.insert(
                 request.room.to_string(),
                 Room {
-                    owner: Some(request.user_key.to_string()),
+                    owner: Some(request.owner.to_string()),
                     ..Room::default()
                 },
             );
@@ -396,6 +396,7 @@ mod tests {
                 room: "general",
                 password_hash: None,
                 create: false,
+                owner: "tok:ann",
                 previous_room: None,
                 max_rooms: 10,
             })

@@ -48,7 +48,8 @@ pub type BackplaneResult<T> = Result<T, BackplaneError>;
 pub struct RoomInfo {
     /// Lower-case room name.
     pub name: String,
-    /// User key (lower-case name) of the owner; `None` for the default room.
+    /// Owner id given by the [`JoinRequest`] that created the room (opaque
+    /// to the backplane); `None` for the default room.
     pub owner: Option<String>,
     pub locked: bool,
     pub closed: bool,
@@ -81,8 +82,12 @@ pub struct JoinRequest<'a> {
     pub room: &'a str,
     /// Password hash to check against a locked room (see [`password_hash`]).
     pub password_hash: Option<&'a str>,
-    /// Create the room, owned by this user, if it does not exist.
+    /// Create the room, owned by `owner`, if it does not exist.
     pub create: bool,
+    /// Who owns the room if this join creates it: an opaque id chosen by the
+    /// chat rules (see `chat::ownership`), stored verbatim and handed back
+    /// in [`RoomInfo::owner`].
+    pub owner: &'a str,
     /// Rooms the cluster may hold: creating one more is refused with
     /// [`JoinOutcome::TooManyRooms`].
     pub max_rooms: u64,

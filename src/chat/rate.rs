@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 /// Allows `rate` events per second with bursts up to `burst`.
 #[derive(Debug)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -16,7 +16,7 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    pub fn new(rate: u32, burst: u32) -> Self {
+    pub(crate) fn new(rate: u32, burst: u32) -> Self {
         Self {
             rate: rate as f64,
             burst: burst as f64,
@@ -26,7 +26,7 @@ impl TokenBucket {
     }
 
     /// Takes a token if there is one.
-    pub fn try_take(&mut self, now: Instant) -> bool {
+    pub(crate) fn try_take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
@@ -41,14 +41,14 @@ impl TokenBucket {
 
 /// Counts events within a sliding window; says when more than `max` happened.
 #[derive(Debug)]
-pub struct WindowCounter {
+pub(crate) struct WindowCounter {
     window: Duration,
     max: usize,
     events: VecDeque<Instant>,
 }
 
 impl WindowCounter {
-    pub fn new(window: Duration, max: u32) -> Self {
+    pub(crate) fn new(window: Duration, max: u32) -> Self {
         Self {
             window,
             max: max as usize,
@@ -58,7 +58,7 @@ impl WindowCounter {
 
     /// Records an event; `true` when the window now holds more than `max`.
     /// Keeps at most `max + 1` timestamps.
-    pub fn record(&mut self, now: Instant) -> bool {
+    pub(crate) fn record(&mut self, now: Instant) -> bool {
         while let Some(&first) = self.events.front() {
             if now.saturating_duration_since(first) >= self.window {
                 self.events.pop_front();

@@ -17,7 +17,7 @@
 //!
 //! | key | type | content |
 //! | --- | --- | --- |
-//! | `P:room:{r}` | hash | `owner` (user key, empty for none), `locked`, `pw`, `closed` |
+//! | `P:room:{r}` | hash | `owner` (owner id chosen by the chat rules, empty for none), `locked`, `pw`, `closed` |
 //! | `P:seq:{r}` | string | last `seq` given in the room |
 //! | `P:bans:{r}` | set | banned user keys |
 //! | `P:history:{r}` | stream | the latest messages: id `<seq>-0`, field `f` = MESSAGE frame (see `history.rs`); `epoch` is a field of `P:room:{r}` |

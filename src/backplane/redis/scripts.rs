@@ -173,7 +173,8 @@ pub(super) async fn join(
         .arg(flag(request.create))
         .arg(request.max_rooms)
         .arg(room)
-        .arg(node);
+        .arg(node)
+        .arg(request.owner);
     let reply: Vec<Value> = r.eval("join_room", call).await?;
     join_outcome(&reply)
 }

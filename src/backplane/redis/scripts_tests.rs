@@ -73,6 +73,7 @@ impl Fixture {
                 room,
                 password_hash: None,
                 create: true,
+                owner: user,
                 max_rooms: 10,
                 previous_room: prev,
             },
@@ -256,6 +257,7 @@ async fn join_checks_in_order_and_moves() {
         room,
         password_hash: None,
         create: false,
+        owner: "eve",
         max_rooms: 2,
         previous_room: None,
     };

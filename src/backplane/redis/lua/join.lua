@@ -2,7 +2,8 @@
 -- KEYS: the room's settings, seq, bans, members; rooms; this node's user
 -- list; names; the previous room's members (absent without one).
 -- ARGV: user, display, password given, password hash, create, max rooms,
--- room, node.
+-- room, node, owner id (stored verbatim as a new room's owner, see
+-- `chat::ownership`).
 -- Returns `{outcome}` or `{'joined', created, members, previous_members,
 -- seq}`: previous_members is -1 when the user was not a member of the
 -- previous room (its `left` was announced by whoever took it out), seq the
@@ -21,7 +22,7 @@
 local rkey, skey, bkey, mkey, rooms, ukey, names, prev = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local user, display, pw_given, pw, create = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local max_rooms = tonumber(ARGV[6])
-local room, node = ARGV[7], ARGV[8]
+local room, node, owner = ARGV[7], ARGV[8], ARGV[9]
 local holder = redis.call('HGET', names, user)
 if holder and holder ~= node then
   return {'name_lost'}
@@ -34,7 +35,7 @@ if redis.call('EXISTS', rkey) == 0 then
   if redis.call('SCARD', rooms) >= max_rooms then
     return {'too_many_rooms'}
   end
-  redis.call('HSET', rkey, 'owner', user, 'locked', '0', 'pw', '', 'closed', '0')
+  redis.call('HSET', rkey, 'owner', owner, 'locked', '0', 'pw', '', 'closed', '0')
   redis.call('DEL', skey, bkey)
   redis.call('SADD', rooms, room)
   created = 1

@@ -1,0 +1,47 @@
+//! Who owns a room (PROTOCOL.md "Ownership"). The backplane stores the
+//! owner id verbatim and never interprets it; only this module makes one.
+//!
+//! - `auth.mode = "token"`: the token's subject (`tok:<user key>`; the
+//!   subject is the name, compared case-insensitively), so the room stays
+//!   its owner's across reconnects and nodes.
+//! - open mode: the connection that created the room (`conn:<ulid>`, new for
+//!   every connection). When it ends, no live session carries that id: the
+//!   room has no owner (admins can still manage it), and a later user who
+//!   picks the same name does not inherit it.
+
+use crate::config::AuthMode;
+
+/// A fresh id for one connection, unique across the cluster.
+pub(crate) fn connection_id() -> String {
+    format!("conn:{}", ulid::Ulid::new())
+}
+
+/// The owner id of rooms created by a user logged in as `user_key` on the
+/// connection whose id is `connection`.
+pub(crate) fn owner_id(mode: AuthMode, user_key: &str, connection: &str) -> String {
+    match mode {
+        AuthMode::Token => format!("tok:{user_key}"),
+        AuthMode::Open => connection.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_owners_are_the_subject_and_open_owners_the_connection() {
+        let (a, b) = (connection_id(), connection_id());
+        assert_ne!(a, b);
+        assert_eq!(owner_id(AuthMode::Token, "ann", &a), "tok:ann");
+        assert_eq!(
+            owner_id(AuthMode::Token, "ann", &a),
+            owner_id(AuthMode::Token, "ann", &b)
+        );
+        assert_eq!(owner_id(AuthMode::Open, "ann", &a), a);
+        assert_ne!(
+            owner_id(AuthMode::Open, "ann", &a),
+            owner_id(AuthMode::Open, "ann", &b)
+        );
+    }
+}

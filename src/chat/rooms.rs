@@ -1,0 +1,213 @@
+//! Moving between rooms, listing rooms and users, CACHE_UPDATE, presence
+//! notices and ROOM_STATE announcements.
+
+use super::commands::Checked;
+use super::presence;
+use super::replies::{self, Refusal};
+use super::session::Session;
+use crate::backplane::{password_hash, BackplaneError, ClusterEvent, JoinOutcome, JoinRequest};
+use crate::protocol::{self, NoticeCode, RoomStateReason};
+use crate::registry::EvictReason;
+
+impl Session {
+    pub(super) async fn cmd_join(&mut self, checked: Checked) -> Result<(), Refusal> {
+        let args = &checked.invocation;
+        let room = args.arg(0).unwrap_or_default().to_string();
+        let password = args.arg(1).map(str::to_string);
+        if self.current_room() == room {
+            self.info(&format!("You are already in {room}."));
+            return Ok(());
+        }
+        // The CACHE_UPDATE of the move is the answer.
+        self.move_or_refuse(&room, password.as_deref()).await
+    }
+
+    pub(super) async fn cmd_leave(&mut self, _: Checked) -> Result<(), Refusal> {
+        let room = self.chat.config.server.default_room.clone();
+        if self.current_room() == room {
+            self.info(&format!("You are already in {room}."));
+            return Ok(());
+        }
+        self.move_or_refuse(&room, None).await?;
+        self.info(&replies::moved(&room));
+        Ok(())
+    }
+
+    async fn move_or_refuse(&mut self, room: &str, password: Option<&str>) -> Result<(), Refusal> {
+        match self.move_to(room, password, true).await? {
+            JoinOutcome::Joined { .. } => Ok(()),
+            refused => Err(Refusal::join(refused, room)),
+        }
+    }
+
+    pub(super) async fn cmd_rooms(&mut self, _: Checked) -> Result<(), Refusal> {
+        let snapshot = self.chat.backplane.snapshot().await?;
+        let rooms: Vec<String> = snapshot
+            .rooms
+            .iter()
+            .map(|r| {
+                let state = match (r.closed, r.locked) {
+                    (true, _) => "closed, ",
+                    (false, true) => "locked, ",
+                    _ => "",
+                };
+                format!("{} ({state}{} online)", r.name, r.users)
+            })
+            .collect();
+        self.info(&format!(
+            "Rooms: {}. {} online in all.",
+            rooms.join(", "),
+            snapshot.users
+        ));
+        Ok(())
+    }
+
+    pub(super) async fn cmd_users(&mut self, _: Checked) -> Result<(), Refusal> {
+        let room = self.current_room();
+        let limit = self.chat.config.limits.max_listed_users;
+        let members = self.chat.backplane.room_members(&room, limit).await?;
+        let more = members.total.saturating_sub(members.names.len() as u64);
+        let names = members.names.join(", ");
+        let message = if more == 0 {
+            format!("Users in {room} ({}): {names}", members.total)
+        } else {
+            format!(
+                "Users in {room} ({}): {names} and {more} more",
+                members.total
+            )
+        };
+        self.conn
+            .send(protocol::users_notice(&message, &room, &members.names));
+        Ok(())
+    }
+
+    /// The cluster moved this user out of `room` (closed, deleted, kicked,
+    /// banned): to the default room, with an `info` saying why.
+    pub(super) async fn evicted(&mut self, room: &str, reason: EvictReason) -> Result<(), Refusal> {
+        let Some(user) = &self.user else {
+            return Ok(());
+        };
+        if reason == EvictReason::Banned {
+            self.conn
+                .send(protocol::room_state(room, RoomStateReason::Banned));
+        }
+        if user.room != room {
+            return Ok(());
+        }
+        let default_room = self.chat.config.server.default_room.clone();
+        match self.move_to(&default_room, None, false).await? {
+            JoinOutcome::Joined { .. } => {
+                self.info(&replies::evicted(reason, room, &default_room));
+            }
+            other => tracing::warn!(?other, "could not move a user to the default room"),
+        }
+        Ok(())
+    }
+
+    /// Moves the user to `room` atomically on the backplane, then locally;
+    /// announces the move and sends the new CACHE_UPDATE.
+    pub(super) async fn move_to(
+        &mut self,
+        room: &str,
+        password: Option<&str>,
+        create: bool,
+    ) -> Result<JoinOutcome, BackplaneError> {
+        let chat = self.chat.clone();
+        let user = self.user();
+        chat.registry.acquire_room(&*chat.backplane, room).await?;
+        let outcome = chat
+            .backplane
+            .join_room(JoinRequest {
+                user_key: &user.key,
+                display_name: &user.name,
+                room,
+                password_hash: password.map(|p| password_hash(room, p)).as_deref(),
+                create,
+                owner: &user.owner_id,
+                previous_room: Some(&user.room),
+                max_rooms: chat.config.limits.max_rooms,
+            })
+            .await;
+        let Ok(JoinOutcome::Joined {
+            created,
+            members,
+            previous_members,
+            seq: joined_seq,
+        }) = outcome
+        else {
+            chat.registry.abandon_join(&*chat.backplane, room);
+            return outcome;
+        };
+        let (key, name) = (user.key.clone(), user.name.clone());
+        let user = self.user.as_mut().expect("checked above");
+        let previous = std::mem::replace(&mut user.room, room.to_string());
+        // The move's CACHE_UPDATE goes out before the new room's traffic.
+        if let Err(refusal) = self.send_cache_update().await {
+            self.notice(refusal.code, &refusal.message);
+        }
+        chat.registry
+            .enter(&key, &name, room, &self.conn, joined_seq);
+        chat.registry.release_room(&*chat.backplane, &previous);
+        // None: already taken out (and announced) by whoever reaped it.
+        if let Some(previous_members) = previous_members {
+            let left_members = presence::members_before_leaving(previous_members);
+            self.announce(&previous, &name, NoticeCode::Left, left_members)
+                .await;
+        }
+        if created {
+            self.publish_room_state(room, RoomStateReason::Created)
+                .await;
+        }
+        self.announce(room, &name, NoticeCode::Joined, members)
+            .await;
+        outcome
+    }
+
+    /// Publishes joined/left to `room` when [`presence::announces`] says so
+    /// (`members` counts the room with the user in it).
+    pub(super) async fn announce(&self, room: &str, name: &str, code: NoticeCode, members: u64) {
+        if !presence::announces(members, self.chat.config.limits.presence_notice_max_members) {
+            return;
+        }
+        let frame = protocol::presence_notice(code == NoticeCode::Joined, name, room);
+        if let Err(error) = self
+            .chat
+            .backplane
+            .publish_to_room(room, frame.into())
+            .await
+        {
+            tracing::debug!(%error, "could not announce a presence change");
+        }
+    }
+
+    /// ROOM_STATE to every logged-in client of the cluster; best effort.
+    pub(super) async fn publish_room_state(&self, room: &str, reason: RoomStateReason) {
+        let event = ClusterEvent::RoomState {
+            room: room.to_string(),
+            reason,
+        };
+        if let Err(error) = self.chat.backplane.publish_event(&event).await {
+            tracing::warn!(%error, "could not publish a room state change");
+        }
+    }
+
+    pub(super) async fn send_cache_update(&self) -> Result<(), Refusal> {
+        let Some(user) = &self.user else {
+            return Ok(());
+        };
+        let snapshot = self.chat.backplane.snapshot().await?;
+        let config = &self.chat.config;
+        self.conn.send(protocol::cache_update(
+            &snapshot.rooms,
+            &config.server.command_prefix,
+            &config.public.host,
+            config.public.port,
+            snapshot.users,
+            protocol::Me {
+                name: &user.name,
+                room: &user.room,
+            },
+        ));
+        Ok(())
+    }
+}
