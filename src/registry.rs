@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
 
@@ -45,6 +45,12 @@ pub struct Registry {
     next_id: AtomicU64,
     connections: AtomicUsize,
     shutdown: Arc<Shutdown>,
+    /// This node's id, for [`ClusterEvent::Drain`] (set once at start).
+    node_id: OnceLock<String>,
+    /// This node's own traffic (the metrics are per process, which may hold
+    /// several nodes in tests): the admin API's rates.
+    messages_in: AtomicU64,
+    frames_out: AtomicU64,
 }
 
 impl Registry {
@@ -56,7 +62,34 @@ impl Registry {
             next_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             shutdown,
+            node_id: OnceLock::new(),
+            messages_in: AtomicU64::new(0),
+            frames_out: AtomicU64::new(0),
         })
+    }
+
+    /// Names this node for [`ClusterEvent::Drain`]; the first call wins.
+    pub fn set_node_id(&self, node_id: &str) {
+        let _ = self.node_id.set(node_id.to_string());
+    }
+
+    /// Counts one chat message accepted from a client of this node.
+    pub fn count_message_in(&self) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages accepted and frames fanned out by this node since it
+    /// started.
+    pub fn traffic(&self) -> (u64, u64) {
+        (
+            self.messages_in.load(Ordering::Relaxed),
+            self.frames_out.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Logged-in users of this node.
+    pub fn logged_in_count(&self) -> usize {
+        read(&self.members).users.len()
     }
 
     /// Reserves a connection slot; `None` when `max` (0: unlimited) is
@@ -194,6 +227,8 @@ impl Delivery for Registry {
                 conn.send(frame.clone());
             }
             metrics::counter!(m::FRAMES_OUT).increment(conns.len() as u64);
+            self.frames_out
+                .fetch_add(conns.len() as u64, Ordering::Relaxed);
         }
         metrics::histogram!(m::FANOUT_SECONDS).record(started.elapsed().as_secs_f64());
     }
@@ -236,6 +271,12 @@ impl Delivery for Registry {
             ClusterEvent::Shutdown { reason } => {
                 tracing::info!("cluster-wide shutdown received");
                 self.shutdown.trigger(reason, false);
+            }
+            ClusterEvent::Drain { node_id } => {
+                if self.node_id.get() == Some(&node_id) {
+                    tracing::info!("drain requested through the admin API");
+                    self.shutdown.trigger(None, true);
+                }
             }
         }
     }

@@ -13,13 +13,15 @@ use bytes::Bytes;
 
 use super::{
     Backplane, BackplaneResult, ClusterEvent, ClusterSnapshot, Delivery, JoinOutcome, JoinRequest,
-    RoomChange, RoomInfo, RoomMembers,
+    NodeStats, RoomChange, RoomInfo, RoomMembers,
 };
 use crate::protocol::{MessageDraft, RoomSummary};
 
 pub struct MemoryBackplane {
     state: Mutex<State>,
     delivery: Arc<dyn Delivery>,
+    /// The one node's last report (admin API).
+    node_stats: Mutex<Option<NodeStats>>,
 }
 
 #[derive(Default)]
@@ -61,6 +63,7 @@ impl MemoryBackplane {
         Arc::new(Self {
             state: Mutex::new(state),
             delivery,
+            node_stats: Mutex::new(None),
         })
     }
 
@@ -257,6 +260,16 @@ impl Backplane for MemoryBackplane {
 
     async fn unsubscribe(&self, _room: &str) -> BackplaneResult<()> {
         Ok(())
+    }
+
+    async fn report_node_stats(&self, stats: &NodeStats) -> BackplaneResult<()> {
+        *self.node_stats.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats.clone());
+        Ok(())
+    }
+
+    async fn cluster_nodes(&self) -> BackplaneResult<Vec<NodeStats>> {
+        let stats = self.node_stats.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(stats.iter().cloned().collect())
     }
 
     fn is_ready(&self) -> bool {

@@ -28,6 +28,7 @@
 
 mod health;
 mod keys;
+mod nodes;
 mod pool;
 mod presence;
 mod scripts;
@@ -56,7 +57,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Backplane, BackplaneError, BackplaneResult, ClusterEvent, ClusterSnapshot, Delivery,
-    JoinOutcome, JoinRequest, RoomChange, RoomInfo, RoomMembers,
+    JoinOutcome, JoinRequest, NodeStats, RoomChange, RoomInfo, RoomMembers,
 };
 use crate::config::Config;
 use crate::protocol::{MessageDraft, RoomSummary};
@@ -798,6 +799,14 @@ impl Backplane for RedisBackplane {
         self.inner.subscriber.unsubscribe_room(room).await
     }
 
+    async fn report_node_stats(&self, stats: &NodeStats) -> BackplaneResult<()> {
+        nodes::report(&self.inner, stats).await
+    }
+
+    async fn cluster_nodes(&self) -> BackplaneResult<Vec<NodeStats>> {
+        nodes::list(&self.inner).await
+    }
+
     fn is_ready(&self) -> bool {
         self.inner.health.is_ready()
     }
@@ -822,6 +831,8 @@ impl Backplane for RedisBackplane {
             Ok(Err(e)) => tracing::warn!(error = %e, "could not release presence in redis"),
             Err(_) => tracing::warn!("releasing presence in redis timed out"),
         }
+        // The admin API lists the node until this (or the key's expiry).
+        let _ = nodes::forget(inner).await;
     }
 }
 
