@@ -272,7 +272,7 @@
       ctx.lineTo(pad.l + pw, y + 0.5);
       ctx.stroke();
       ctx.textAlign = 'right';
-      ctx.fillText(String(+(maxRate * (1 - i / 4)).toFixed(1)), pad.l - 6, y + 4);
+      ctx.fillText(String(+(maxRate * (1 - i / 4)).toFixed(2)), pad.l - 6, y + 4);
       ctx.textAlign = 'left';
       ctx.fillText(String(Math.round(maxConns * (1 - i / 4))), pad.l + pw + 6, y + 4);
     }
