@@ -125,9 +125,10 @@ async fn cluster_lists_the_node_rooms_and_totals(backend: Backend) {
         })
     })
     .await;
-    assert_eq!(node_ids(&view), [id.clone()], "one node: {view:#}");
+    assert_eq!(node_ids(&view), [id.as_str()], "one node: {view:#}");
     let me = find_node(&view, &id).unwrap();
     assert_eq!(me["state"], "ready", "{me}");
+    assert_eq!(me["ready"], true, "{me}");
     assert!(
         me["address"]
             .as_str()
@@ -209,7 +210,7 @@ async fn unauthorized_without_an_admin_token(backend: Backend) {
     // Nothing was drained by the refused requests.
     assert!(!node_is_stopping(&node).await);
     let view = cluster(node.addr()).await;
-    assert_eq!(node_ids(&view), [id.clone()]);
+    assert_eq!(node_ids(&view), [id.as_str()]);
 
     // No secret: no token can be valid.
     let open = TestNode::start(backend, |c| c.auth.jwt_secret = String::new()).await;
@@ -283,7 +284,7 @@ async fn drained_node_stops_and_leaves(backend: Backend) {
             // b removed its stats on the way out: gone at once, not after
             // the TTL.
             let view = cluster(a.addr()).await;
-            assert_eq!(node_ids(&view), [id_a.clone()], "{view:#}");
+            assert_eq!(node_ids(&view), [id_a.as_str()], "{view:#}");
             let frames = on_a.collect_for(Duration::from_millis(300)).await;
             expect::assert_lacks("OnA", &frames, &expect::shutdown(true));
             expect::assert_lacks("OnA", &frames, &expect::shutdown(false));

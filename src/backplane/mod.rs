@@ -153,6 +153,8 @@ pub struct NodeStats {
     pub address: String,
     /// Unix milliseconds when the node started.
     pub started_ms: u64,
+    /// Takes new clients (what its `/readyz` says).
+    pub ready: bool,
     /// `ready`, `not_ready` (backplane unavailable) or `draining`.
     pub state: String,
     pub connections: u64,

@@ -71,8 +71,8 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-/// `Ok` for a valid admin token, else the 401 to send.
-fn authorize(chat: &Chat, headers: &HeaderMap) -> Result<(), Response> {
+/// `Ok` for a valid admin token, else why it was refused (sent with 401).
+fn authorize(chat: &Chat, headers: &HeaderMap) -> Result<(), &'static str> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -80,14 +80,14 @@ fn authorize(chat: &Chat, headers: &HeaderMap) -> Result<(), Response> {
         .map(str::trim)
         .unwrap_or("");
     if token.is_empty() {
-        return Err(error(StatusCode::UNAUTHORIZED, "admin token required"));
+        return Err("admin token required");
     }
     match TokenVerifier::new(&chat.config.auth.jwt_secret).grant(token) {
         Ok(grant) if grant.admin => Ok(()),
-        Ok(_) => Err(error(StatusCode::UNAUTHORIZED, "not an admin token")),
+        Ok(_) => Err("not an admin token"),
         Err(e) => {
             tracing::debug!(error = %e, "admin API: token refused");
-            Err(error(StatusCode::UNAUTHORIZED, "invalid token"))
+            Err("invalid token")
         }
     }
 }
@@ -131,8 +131,8 @@ struct Totals {
 
 async fn cluster(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let chat = &state.chat;
-    if let Err(refused) = authorize(chat, &headers) {
-        return refused;
+    if let Err(why) = authorize(chat, &headers) {
+        return error(StatusCode::UNAUTHORIZED, why);
     }
     let nodes = match chat.backplane.cluster_nodes().await {
         Ok(nodes) => nodes,
@@ -199,8 +199,8 @@ async fn drain(
     headers: HeaderMap,
 ) -> Response {
     let chat = &state.chat;
-    if let Err(refused) = authorize(chat, &headers) {
-        return refused;
+    if let Err(why) = authorize(chat, &headers) {
+        return error(StatusCode::UNAUTHORIZED, why);
     }
     let known = match chat.backplane.cluster_nodes().await {
         Ok(nodes) => nodes.iter().any(|n| n.id == node_id),
@@ -266,6 +266,7 @@ async fn report_stats(chat: Arc<Chat>, node_id: String, address: String) {
             id: node_id.clone(),
             address: address.clone(),
             started_ms,
+            ready: state == "ready",
             state: state.into(),
             connections: chat.registry.connection_count() as u64,
             logged_in: chat.registry.logged_in_count() as u64,
