@@ -82,8 +82,14 @@ fn find_node<'a>(view: &'a Value, id: &str) -> Option<&'a Value> {
 async fn wait_view(addr: SocketAddr, what: &str, f: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let view = cluster(addr).await;
-        if f(&view) {
+        // Not 200 (e.g. 503 while Redis comes back): try again.
+        let r = get_cluster(addr, &admin_token()).await;
+        let view = if r.status == 200 {
+            serde_json::from_str(&r.body).expect("JSON")
+        } else {
+            Value::String(format!("HTTP {}: {}", r.status, r.body))
+        };
+        if r.status == 200 && f(&view) {
             return view;
         }
         if tokio::time::Instant::now() >= deadline {
@@ -273,6 +279,29 @@ async fn drained_node_stops_and_leaves(backend: Backend) {
             wait_view(b.addr(), "both nodes on b", both).await;
             let mut on_a = a.login(&unique("OnA")).await;
             let mut on_b = b.login(&unique("OnB")).await;
+            // Rates come from each node's own counters (the metrics are per
+            // process, shared by both nodes here): a's client talks, b's does
+            // not, b only fans a's messages out.
+            let in_rate = |v: &Value, id: &str| {
+                find_node(v, id).map_or(-1.0, |n| n["messages_in_per_sec"].as_f64().unwrap())
+            };
+            let out_rate = |v: &Value, id: &str| {
+                find_node(v, id).map_or(-1.0, |n| n["messages_out_per_sec"].as_f64().unwrap())
+            };
+            for i in 0..10 {
+                on_a.roundtrip(&format!("from a {i}")).await;
+            }
+            let view = wait_view(b.addr(), "a's traffic in a's stats only", |v| {
+                in_rate(v, &id_a) > 0.0 && out_rate(v, &id_b) > 0.0
+            })
+            .await;
+            assert_eq!(in_rate(&view, &id_b), 0.0, "b received nothing: {view:#}");
+            assert!(
+                (view["totals"]["messages_in_per_sec"].as_f64().unwrap() - in_rate(&view, &id_a))
+                    .abs()
+                    < 1e-9,
+                "{view:#}"
+            );
             // Asked on a, carried out by b.
             let r = post_drain(a.addr(), &id_b, Some(&admin_token())).await;
             assert_eq!(r.status, 202, "{r:?}");
@@ -293,6 +322,34 @@ async fn drained_node_stops_and_leaves(backend: Backend) {
             assert_eq!(r.status, 404, "a node that left is unknown: {r:?}");
         }
     }
+}
+
+/// Redis down: the API answers 503 (bounded by the command timeout)
+/// instead of hanging or answering stale data, and recovers with Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_is_503_then_recovers() {
+    bounded(async {
+        let mut node = TestNode::start(Backend::Redis, admin_config).await;
+        wait_view(node.addr(), "the node", |v| node_ids(v).len() == 1).await;
+        node.redis.as_mut().unwrap().stop();
+        let started = std::time::Instant::now();
+        let r = get_cluster(node.addr(), &admin_token()).await;
+        assert_eq!(r.status, 503, "{r:?}");
+        assert!(r.body.contains("backplane unavailable"), "{r:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+        let r = post_drain(node.addr(), "anything", Some(&admin_token())).await;
+        assert_eq!(r.status, 503, "{r:?}");
+        node.redis.as_mut().unwrap().restart();
+        wait_view(node.addr(), "the node back after Redis restarted", |v| {
+            node_ids(v).len() == 1
+        })
+        .await;
+    })
+    .await
 }
 
 /// Redis only (a standalone node has no one else to see it): a node's entry

@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -98,10 +99,10 @@ def cluster(tmp_path, redis_url):
 class User:
     """A logged-in WebSocket client (the sync `websockets` client)."""
 
-    def __init__(self, node: Node, name: str, room: str | None = None):
+    def __init__(self, stack: ExitStack, node: Node, name: str, room: str | None = None):
         self.name = name
-        # Not a context manager: the users stay connected across the test.
-        self.ws = connect(node.ws_url, open_timeout=10, legacy=True)
+        # Closed when the test's ExitStack unwinds.
+        self.ws = stack.enter_context(connect(node.ws_url, open_timeout=10, close_timeout=2))
         self.ws.send(json.dumps({"op": 5, "d": {"name": name}}))
         self.wait_for(lambda f: f.get("op") == 7 and f["d"].get("code") == "joined"
                       and f["d"].get("user") == name)
@@ -164,11 +165,17 @@ def png_size(path: Path) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
-def test_admin_page_lists_the_cluster_and_drains_a_node(cluster, browsers):
+@pytest.fixture
+def stack():
+    with ExitStack() as s:
+        yield s
+
+
+def test_admin_page_lists_the_cluster_and_drains_a_node(cluster, browsers, stack):
     a, b = cluster
     users = [
-        User(a, "Ada", "lobby"), User(a, "Grace", "lobby"), User(b, "Linus", "lobby"),
-        User(b, "Ken", "rust"), User(a, "Barbara"),
+        User(stack, a, "Ada", "lobby"), User(stack, a, "Grace", "lobby"),
+        User(stack, b, "Linus", "lobby"), User(stack, b, "Ken", "rust"), User(stack, a, "Barbara"),
     ]
     on_b = users[2]
     for i in range(10):
@@ -244,8 +251,3 @@ def test_admin_page_lists_the_cluster_and_drains_a_node(cluster, browsers):
     wait_until(driver, lambda d: node_ids(d) == ["node-a"], "node-b gone from the list")
     assert "node-b is draining" in driver.find_element(By.ID, "banner-text").text
     assert a.proc.poll() is None, "node-a keeps running"
-    for u in users:
-        try:
-            u.ws.close()
-        except Exception:
-            pass
