@@ -178,6 +178,11 @@ async fn cluster_lists_the_node_rooms_and_totals(backend: Backend) {
         .unwrap()
         .starts_with("text/html"));
     assert!(page.body.contains("admin.js"), "{:.300}", page.body);
+    let csp = page.header("content-security-policy").unwrap_or_default();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
     for asset in ["/admin/admin.js", "/admin/admin.css"] {
         assert_eq!(http::get(node.addr(), asset).await.status, 200, "{asset}");
     }

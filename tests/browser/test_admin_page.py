@@ -196,6 +196,10 @@ def test_admin_page_lists_the_cluster_and_drains_a_node(cluster, browsers, stack
     assert "admin" in driver.find_element(By.ID, "token-error").text
     assert driver.execute_script("return sessionStorage.getItem('swiftchat-admin-token')") is None
 
+    # The page runs under its Content-Security-Policy without violations.
+    violations = [e["message"] for e in driver.get_log("browser")
+                  if "Content Security Policy" in e["message"]]
+    assert not violations, violations
     driver.find_element(By.ID, "token-input").send_keys(jwt("operator", admin=True))
     driver.find_element(By.ID, "token-submit").click()
     wait_until(driver, lambda d: d.find_element(By.ID, "dash").is_displayed(), "dashboard")
