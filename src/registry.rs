@@ -69,18 +69,18 @@ impl Registry {
     }
 
     /// Names this node for [`ClusterEvent::Drain`]; the first call wins.
-    pub fn set_node_id(&self, node_id: &str) {
+    pub(crate) fn set_node_id(&self, node_id: &str) {
         let _ = self.node_id.set(node_id.to_string());
     }
 
     /// Counts one chat message accepted from a client of this node.
-    pub fn count_message_in(&self) {
+    pub(crate) fn count_message_in(&self) {
         self.messages_in.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Messages accepted and frames fanned out by this node since it
     /// started.
-    pub fn traffic(&self) -> (u64, u64) {
+    pub(crate) fn traffic(&self) -> (u64, u64) {
         (
             self.messages_in.load(Ordering::Relaxed),
             self.frames_out.load(Ordering::Relaxed),
@@ -88,7 +88,7 @@ impl Registry {
     }
 
     /// Logged-in users of this node.
-    pub fn logged_in_count(&self) -> usize {
+    pub(crate) fn logged_in_count(&self) -> usize {
         read(&self.members).users.len()
     }
 

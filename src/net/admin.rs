@@ -242,7 +242,7 @@ async fn drain(
 /// standalone mode). The task is on `tracker`, so the node's stop waits for
 /// its last report (`draining`), which keeps it from landing after the
 /// backplane removed the node's stats.
-pub fn start(chat: &Arc<Chat>, node_id: &str, addr: SocketAddr, tracker: &TaskTracker) {
+pub(crate) fn start(chat: &Arc<Chat>, node_id: &str, addr: SocketAddr, tracker: &TaskTracker) {
     chat.registry.set_node_id(node_id);
     tracker.spawn(report_stats(
         chat.clone(),
