@@ -260,7 +260,8 @@
     const now = Date.now();
     const x = (t) => pad.l + pw * (1 - (now - t) / WINDOW_MS);
     const maxRate = niceMax(Math.max(0, ...history.map((p) => p.rate)));
-    const maxConns = niceMax(Math.max(0, ...history.map((p) => p.conns)));
+    // Four grid steps: keep the connection ticks whole numbers.
+    const maxConns = Math.ceil(niceMax(Math.max(0, ...history.map((p) => p.conns))) / 4) * 4;
     ctx.font = '11px ' + cssVar('--font');
     ctx.lineWidth = 1;
     ctx.strokeStyle = cssVar('--border');
