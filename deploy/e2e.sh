@@ -50,6 +50,7 @@ PROJECT=swiftchat-e2e-$$
 APP_IMAGE=swiftchat/swiftchat:e2e-$$
 WORK=$(mktemp -d)
 LB_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+ADMIN_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 KEY=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 # Everything Compose reads comes from this file, not from a developer's .env
 # (the images too: the compose defaults are the official ones, which need a
@@ -60,6 +61,7 @@ REDIS_IMAGE=swiftchat/redis:local
 LB_IMAGE=swiftchat/haproxy:local
 LB_BIND=127.0.0.1
 LB_PORT=$LB_PORT
+ADMIN_PORT=$ADMIN_PORT
 PUBLIC_HOST=127.0.0.1
 PUBLIC_PORT=$LB_PORT
 SWIFTCHAT_ADMIN__SHUTDOWN_KEY=sk_$KEY

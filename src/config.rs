@@ -213,19 +213,34 @@ impl std::fmt::Debug for AuthConfig {
     }
 }
 
-#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// Key for the shutdown payload and `POST /admin/shutdown`. Empty: both
     /// are refused.
     #[serde(deserialize_with = "string_or_number")]
     pub shutdown_key: String,
+    /// Rooms in one `GET /admin/api/cluster` answer (the busiest first; the
+    /// total counts them all). Default 100: each listed room costs one
+    /// backplane read for its owner, and a page polling every 2 s should
+    /// stay cheap; raise it to see more of a cluster with many rooms.
+    pub max_listed_rooms: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_key: String::new(),
+            max_listed_rooms: 100,
+        }
+    }
 }
 
 impl std::fmt::Debug for AdminConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminConfig")
             .field("shutdown_key", &redacted(&self.shutdown_key))
+            .field("max_listed_rooms", &self.max_listed_rooms)
             .finish()
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
 
@@ -67,6 +67,12 @@ pub struct Registry {
     next_id: AtomicU64,
     connections: AtomicUsize,
     shutdown: Arc<Shutdown>,
+    /// This node's id, for [`ClusterEvent::Drain`] (set once at start).
+    node_id: OnceLock<String>,
+    /// This node's own traffic (the metrics are per process, which may hold
+    /// several nodes in tests): the admin API's rates.
+    messages_in: AtomicU64,
+    frames_out: AtomicU64,
 }
 
 impl Registry {
@@ -78,7 +84,34 @@ impl Registry {
             next_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             shutdown,
+            node_id: OnceLock::new(),
+            messages_in: AtomicU64::new(0),
+            frames_out: AtomicU64::new(0),
         })
+    }
+
+    /// Names this node for [`ClusterEvent::Drain`]; the first call wins.
+    pub(crate) fn set_node_id(&self, node_id: &str) {
+        let _ = self.node_id.set(node_id.to_string());
+    }
+
+    /// Counts one chat message accepted from a client of this node.
+    pub(crate) fn count_message_in(&self) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages accepted and frames fanned out by this node since it
+    /// started.
+    pub(crate) fn traffic(&self) -> (u64, u64) {
+        (
+            self.messages_in.load(Ordering::Relaxed),
+            self.frames_out.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Logged-in users of this node.
+    pub(crate) fn logged_in_count(&self) -> usize {
+        read(&self.members).users.len()
     }
 
     /// Reserves a connection slot; `None` when `max` (0: unlimited) is
@@ -210,13 +243,16 @@ impl Registry {
 }
 
 /// Sends a room frame to the room's local members.
-fn route(members: &Members, room: &str, frame: &Frame) {
-    if let Some(conns) = members.rooms.get(room) {
-        for conn in conns.values() {
-            conn.send(frame.clone());
-        }
-        metrics::counter!(m::FRAMES_OUT).increment(conns.len() as u64);
+/// Queues `frame` for every local member of `room`; returns how many.
+fn route(members: &Members, room: &str, frame: &Frame) -> u64 {
+    let Some(conns) = members.rooms.get(room) else {
+        return 0;
+    };
+    for conn in conns.values() {
+        conn.send(frame.clone());
     }
+    metrics::counter!(m::FRAMES_OUT).increment(conns.len() as u64);
+    conns.len() as u64
 }
 
 fn remove_member(members: &mut Members, room: &str, id: ConnId) {
@@ -239,7 +275,8 @@ impl Delivery for Registry {
         {
             let members = read(&self.members);
             if !members.joining.contains_key(room) {
-                route(&members, room, &frame);
+                self.frames_out
+            .fetch_add(route(&members, room, &frame), Ordering::Relaxed);
                 drop(members);
                 metrics::histogram!(m::FANOUT_SECONDS).record(started.elapsed().as_secs_f64());
                 return;
@@ -250,7 +287,8 @@ impl Delivery for Registry {
         // under it) sees each frame either routed to the entrant or
         // recorded for its replay, never neither.
         let mut members = write(&self.members);
-        route(&members, room, &frame);
+        self.frames_out
+            .fetch_add(route(&members, room, &frame), Ordering::Relaxed);
         if let Some(replay) = members.joining.get_mut(room) {
             if replay.frames.len() >= self.join_replay_frames {
                 if let Some(old) = replay.frames.pop_front() {
@@ -302,6 +340,12 @@ impl Delivery for Registry {
             ClusterEvent::Shutdown { reason } => {
                 tracing::info!("cluster-wide shutdown received");
                 self.shutdown.trigger(reason, false);
+            }
+            ClusterEvent::Drain { node_id } => {
+                if self.node_id.get() == Some(&node_id) {
+                    tracing::info!("drain requested through the admin API");
+                    self.shutdown.trigger(None, true);
+                }
             }
         }
     }

@@ -103,6 +103,7 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
         chat: chat.clone(),
         tracker: tracker.clone(),
     });
+    crate::net::admin::start(&chat, &node_id, addr, &tracker);
     let task = tokio::spawn(run(listener, app, chat, tracker));
     Ok(NodeHandle {
         addr,

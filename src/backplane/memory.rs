@@ -14,8 +14,8 @@ use bytes::Bytes;
 
 use super::{
     page_complete, Backplane, BackplaneResult, ClusterEvent, ClusterSnapshot, Delivery,
-    HistoryOutcome, HistoryPage, HistoryQuery, JoinOutcome, JoinRequest, RoomChange, RoomInfo,
-    RoomMembers,
+    HistoryOutcome, HistoryPage, HistoryQuery, JoinOutcome, JoinRequest, NodeStats, RoomChange,
+    RoomInfo, RoomMembers,
 };
 use crate::config::HistoryConfig;
 use crate::protocol::{MessageDraft, RoomSummary};
@@ -27,6 +27,8 @@ pub struct MemoryBackplane {
     history_max: usize,
     /// A room's history is dropped this long after its last message.
     history_ttl: Option<Duration>,
+    /// The one node's last report (admin API).
+    node_stats: Mutex<Option<NodeStats>>,
 }
 
 #[derive(Default)]
@@ -100,6 +102,7 @@ impl MemoryBackplane {
             delivery,
             history_max: history.max_messages,
             history_ttl: (history.ttl_secs > 0).then(|| Duration::from_secs(history.ttl_secs)),
+            node_stats: Mutex::new(None),
         })
     }
 
@@ -363,6 +366,16 @@ impl Backplane for MemoryBackplane {
     }
 
     fn unsubscribe(&self, _room: &str) {}
+
+    async fn report_node_stats(&self, stats: &NodeStats) -> BackplaneResult<()> {
+        *self.node_stats.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats.clone());
+        Ok(())
+    }
+
+    async fn cluster_nodes(&self) -> BackplaneResult<Vec<NodeStats>> {
+        let stats = self.node_stats.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(stats.iter().cloned().collect())
+    }
 
     fn is_ready(&self) -> bool {
         true

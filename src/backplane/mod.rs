@@ -231,6 +231,34 @@ pub enum ClusterEvent {
     Unbanned { room: String, user_key: String },
     /// The whole cluster shuts down.
     Shutdown { reason: Option<String> },
+    /// The node `node_id` drains as on SIGTERM (admin API); the others
+    /// ignore it.
+    Drain { node_id: String },
+}
+
+/// One node as the operator's page shows it: written by the node itself at
+/// every heartbeat ([`Backplane::report_node_stats`]) and read by any node
+/// ([`Backplane::cluster_nodes`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStats {
+    pub id: String,
+    /// Where the node listens (`host:port`).
+    pub address: String,
+    /// Unix milliseconds when the node started.
+    pub started_ms: u64,
+    /// Takes new clients (what its `/readyz` says).
+    pub ready: bool,
+    /// `ready`, `not_ready` (backplane unavailable) or `draining`.
+    pub state: String,
+    pub connections: u64,
+    pub logged_in: u64,
+    /// Chat messages accepted from this node's clients per second, over the
+    /// last heartbeat interval.
+    pub messages_in_per_sec: f64,
+    /// Frames this node queued to its clients per second (room fan-out).
+    pub messages_out_per_sec: f64,
+    /// Unix milliseconds of this report.
+    pub last_heartbeat_ms: u64,
 }
 
 /// A user connected to this node, as the backplane needs to re-register it
@@ -338,6 +366,14 @@ pub trait Backplane: Send + Sync + 'static {
     /// delivering the room here (in the background). Never waits, so a
     /// caller cut off anywhere cannot leak a reference.
     fn unsubscribe(&self, room: &str);
+
+    /// Publishes this node's stats for the admin API; they expire unless
+    /// renewed within `redis.node_ttl_secs`.
+    async fn report_node_stats(&self, stats: &NodeStats) -> BackplaneResult<()>;
+
+    /// The stats of every node whose last report has not expired, sorted by
+    /// id.
+    async fn cluster_nodes(&self) -> BackplaneResult<Vec<NodeStats>>;
 
     /// Whether the node can take new clients as far as the backplane goes
     /// (`/readyz`).

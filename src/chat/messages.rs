@@ -13,6 +13,7 @@ impl Session {
             return self.rate_limited();
         }
         metrics::counter!(m::MESSAGES_IN).increment(1);
+        self.chat.registry.count_message_in();
         if self.user.is_none() {
             // The original login: the first MESSAGE_CREATE is the name.
             return self.login(&create.content, None, None, None).await;

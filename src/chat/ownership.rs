@@ -4,8 +4,9 @@
 //! - `auth.mode = "token"`: the token's subject (`tok:<user key>`; the
 //!   subject is the name, compared case-insensitively), so the room stays
 //!   its owner's across reconnects and nodes.
-//! - open mode: the connection that created the room (`conn:<ulid>`, new for
-//!   every connection). When it ends, no live session carries that id: the
+//! - open mode: the connection that created the room (`conn:<ulid>:<user
+//!   key>`, the ulid new for every connection; the name only labels the id
+//!   for operators). When it ends, no live session carries that id: the
 //!   room has no owner (admins can still manage it), and a later user who
 //!   picks the same name does not inherit it.
 
@@ -21,7 +22,16 @@ pub(crate) fn connection_id() -> String {
 pub(crate) fn owner_id(mode: AuthMode, user_key: &str, connection: &str) -> String {
     match mode {
         AuthMode::Token => format!("tok:{user_key}"),
-        AuthMode::Open => connection.to_string(),
+        AuthMode::Open => format!("{connection}:{user_key}"),
+    }
+}
+
+/// The user key an owner id was made for, for display (the admin API): the
+/// subject in token mode, the name of the creating connection in open mode.
+pub(crate) fn owner_name(owner_id: &str) -> &str {
+    match owner_id.strip_prefix("tok:") {
+        Some(subject) => subject,
+        None => owner_id.rsplit(':').next().unwrap_or(owner_id),
     }
 }
 
@@ -38,7 +48,9 @@ mod tests {
             owner_id(AuthMode::Token, "ann", &a),
             owner_id(AuthMode::Token, "ann", &b)
         );
-        assert_eq!(owner_id(AuthMode::Open, "ann", &a), a);
+        assert_eq!(owner_id(AuthMode::Open, "ann", &a), format!("{a}:ann"));
+        assert_eq!(owner_name(&owner_id(AuthMode::Open, "ann", &a)), "ann");
+        assert_eq!(owner_name(&owner_id(AuthMode::Token, "ann", &a)), "ann");
         assert_ne!(
             owner_id(AuthMode::Open, "ann", &a),
             owner_id(AuthMode::Open, "ann", &b)

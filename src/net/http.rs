@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/shutdown", post(admin_shutdown))
+        .merge(crate::net::admin::routes())
         .with_state(state)
 }
 

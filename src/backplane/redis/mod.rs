@@ -32,6 +32,7 @@ mod gap_fill;
 mod health;
 mod history;
 mod keys;
+mod nodes;
 mod pool;
 mod presence;
 mod scripts;
@@ -60,7 +61,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Backplane, BackplaneError, BackplaneResult, ClusterEvent, ClusterSnapshot, Delivery,
-    HistoryOutcome, HistoryQuery, JoinOutcome, JoinRequest, RoomChange, RoomInfo, RoomMembers,
+    HistoryOutcome, HistoryQuery, JoinOutcome, JoinRequest, NodeStats, RoomChange, RoomInfo,
+    RoomMembers,
 };
 use crate::config::Config;
 use crate::protocol::MessageDraft;
@@ -716,6 +718,14 @@ impl Backplane for RedisBackplane {
         self.inner.subscriber.release_room(room)
     }
 
+    async fn report_node_stats(&self, stats: &NodeStats) -> BackplaneResult<()> {
+        nodes::report(&self.inner, stats).await
+    }
+
+    async fn cluster_nodes(&self) -> BackplaneResult<Vec<NodeStats>> {
+        nodes::list(&self.inner).await
+    }
+
     fn is_ready(&self) -> bool {
         self.inner.health.is_ready()
     }
@@ -745,6 +755,8 @@ impl Backplane for RedisBackplane {
             Ok(false) => tracing::warn!("releasing presence in redis stopped after its last round"),
             Err(e) => tracing::warn!(error = %e, "could not release presence in redis"),
         }
+        // The admin API lists the node until this (or the key's expiry).
+        let _ = nodes::forget(inner).await;
     }
 }
 
