@@ -43,6 +43,11 @@ pub struct ServerConfig {
     /// exits anyway. Larger is gentler to slow clients; smaller restarts
     /// faster. Keep the orchestrator's stop grace period above it.
     pub drain_secs: u64,
+    /// CIDRs (or single addresses) of the load balancers whose
+    /// X-Forwarded-For names the client's address; from anyone else the
+    /// header is ignored (a client could write any address into it). The
+    /// address counts for `limits.connections_per_ip` and security logs.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +58,7 @@ impl Default for ServerConfig {
             default_room: "general".into(),
             command_prefix: "\\".into(),
             drain_secs: 10,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -200,6 +206,26 @@ pub struct LimitsConfig {
     /// Open WebSockets per node; beyond it new upgrades get HTTP 503. 0: no
     /// limit other than the process's open-file limit.
     pub max_connections: usize,
+    /// Open WebSockets per client address (see `server.trusted_proxies`);
+    /// beyond it new upgrades from that address get HTTP 429. 0: no limit.
+    /// Users behind one NAT share an address, so keep it well above what
+    /// one office needs.
+    pub connections_per_ip: usize,
+    /// Open sockets per node, WebSockets and plain HTTP (also ones that
+    /// never send a request); a socket accepted beyond it is closed at
+    /// once. Keep it above `max_connections` plus room for HTTP probes, and
+    /// below the process's open-file limit. 0: no cap.
+    pub max_sockets: usize,
+    /// Time a client has to send a complete HTTP request head, also between
+    /// two requests on a keep-alive socket; then the socket is closed.
+    /// Shorter frees sockets held by slow or idle clients sooner; too short
+    /// cuts clients on bad links.
+    pub header_read_timeout_secs: u64,
+    /// A keep-alive HTTP socket with no traffic for this long is closed
+    /// (probes reconnect cheaply; idle sockets cost a file descriptor each).
+    /// Only matters below `header_read_timeout_secs`, which bounds the wait
+    /// for the next request too.
+    pub keep_alive_idle_secs: u64,
     /// Largest message (all fragments together); larger closes with 1009.
     pub max_frame_bytes: usize,
     /// Longest message content in characters.
@@ -229,6 +255,12 @@ pub struct LimitsConfig {
     /// is closed with 4009. Larger absorbs longer stalls and costs memory
     /// per connection only while it is used.
     pub outbound_queue: usize,
+    /// Bytes of frames queued per connection before it counts as a slow
+    /// consumer (4009), whatever their number: `outbound_queue` alone lets
+    /// 256 large frames (histories, room lists) pile up to megabytes. Must
+    /// hold at least one `max_frame_bytes` frame; larger absorbs longer
+    /// stalls of a reader of big frames at the cost of memory while used.
+    pub outbound_queue_bytes: usize,
     /// Control events (moves, kicks) queued per connection; overflow is
     /// treated like a slow consumer.
     pub control_queue: usize,
@@ -250,6 +282,10 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_connections: 0,
+            connections_per_ip: 0,
+            max_sockets: 65_536,
+            header_read_timeout_secs: 10,
+            keep_alive_idle_secs: 5,
             max_frame_bytes: 16 * 1024,
             max_content_chars: 2000,
             messages_per_second: 5,
@@ -263,6 +299,7 @@ impl Default for LimitsConfig {
             ping_interval_secs: 20,
             ping_timeout_secs: 45,
             outbound_queue: 256,
+            outbound_queue_bytes: 1024 * 1024,
             control_queue: 16,
             presence_notice_max_members: 200,
             max_rooms: 10_000,
@@ -367,6 +404,8 @@ impl Config {
             ("limits.flood_window_secs", l.flood_window_secs),
             ("limits.max_rooms", l.max_rooms),
             ("limits.max_listed_users", l.max_listed_users as u64),
+            ("limits.header_read_timeout_secs", l.header_read_timeout_secs),
+            ("limits.keep_alive_idle_secs", l.keep_alive_idle_secs),
             (
                 "websocket.read_buffer_bytes",
                 self.websocket.read_buffer_bytes as u64,
@@ -380,6 +419,15 @@ impl Config {
             if value == 0 {
                 return bad(key, "must be greater than 0");
             }
+        }
+        if let Err(why) = crate::net::edge::parse_cidrs(&self.server.trusted_proxies) {
+            return bad("server.trusted_proxies", &why);
+        }
+        if l.outbound_queue_bytes < l.max_frame_bytes {
+            return bad(
+                "limits.outbound_queue_bytes",
+                "must be at least limits.max_frame_bytes",
+            );
         }
         if self.websocket.max_write_buffer_bytes <= self.websocket.write_buffer_bytes {
             return bad(

@@ -9,6 +9,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 pub const CONNECTIONS: &str = "swiftchat_connections";
 pub const CONNECTIONS_TOTAL: &str = "swiftchat_connections_total";
 pub const CONNECTIONS_REJECTED: &str = "swiftchat_connections_rejected_total";
+pub const SOCKETS_REJECTED: &str = "swiftchat_sockets_rejected_total";
 pub const LOGINS: &str = "swiftchat_logins_total";
 pub const LOGGED_IN: &str = "swiftchat_logged_in";
 pub const MESSAGES_IN: &str = "swiftchat_messages_in_total";

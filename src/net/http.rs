@@ -6,6 +6,7 @@
 //! is spawned on the node's [`TaskTracker`]: axum stops tracking a connection
 //! once it is upgraded, so the tracker is what lets shutdown wait for them.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -25,6 +26,7 @@ use crate::auth::secret_matches;
 use crate::backplane::ClusterEvent;
 use crate::chat::Chat;
 use crate::metrics as m;
+use crate::net::edge::{client_ip, parse_cidrs, Cidr, PeerAddr, PerIpLimiter};
 
 const INDEX_HTML: &str = include_str!("../../static/index.html");
 const APP_CSS: &str = include_str!("../../static/app.css");
@@ -34,6 +36,34 @@ const APP_JS: &str = include_str!("../../static/app.js");
 pub struct AppState {
     pub chat: Arc<Chat>,
     pub tracker: TaskTracker,
+    pub(crate) edge: Arc<EdgeState>,
+}
+
+/// What the upgrade needs to know about the client's address.
+pub(crate) struct EdgeState {
+    pub trusted_proxies: Vec<Cidr>,
+    pub per_ip: Arc<PerIpLimiter>,
+}
+
+impl EdgeState {
+    pub(crate) fn new(config: &crate::config::Config) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            trusted_proxies: parse_cidrs(&config.server.trusted_proxies)
+                .map_err(anyhow::Error::msg)?,
+            per_ip: PerIpLimiter::new(config.limits.connections_per_ip),
+        }))
+    }
+
+    /// The client's address of a request (X-Forwarded-For only from a
+    /// trusted proxy).
+    pub(crate) fn client_ip(&self, request: &Request) -> IpAddr {
+        let peer = request
+            .extensions()
+            .get::<PeerAddr>()
+            .map(|p| p.0.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        client_ip(peer, request.headers(), &self.trusted_proxies)
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -89,11 +119,21 @@ async fn upgrade(State(state): State<AppState>, mut request: Request) -> Respons
         Ok(response) => response,
         Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
     };
+    let peer = state.edge.client_ip(&request);
+    let Some(ip_slot) = state.edge.per_ip.acquire(peer) else {
+        metrics::counter!(m::CONNECTIONS_REJECTED, "reason" => "per_ip").increment(1);
+        tracing::info!(%peer, "refused an upgrade: limits.connections_per_ip reached");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from this address\n",
+        )
+            .into_response();
+    };
     let Some(slot) = chat
         .registry
         .open_connection(chat.config.limits.max_connections)
     else {
-        metrics::counter!(m::CONNECTIONS_REJECTED).increment(1);
+        metrics::counter!(m::CONNECTIONS_REJECTED, "reason" => "max_connections").increment(1);
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
     };
     let ws_config = websocket_config(&chat.config);
@@ -108,7 +148,8 @@ async fn upgrade(State(state): State<AppState>, mut request: Request) -> Respons
                     Some(ws_config),
                 )
                 .await;
-                crate::net::connection::serve(chat, ws, slot).await;
+                crate::net::connection::serve(chat, ws, slot, peer).await;
+                drop(ip_slot);
             }
             Err(error) => tracing::debug!(%error, "upgrade failed"),
         }

@@ -2,4 +2,5 @@
 //! the task that serves one WebSocket ([`connection`]).
 
 pub mod connection;
+pub(crate) mod edge;
 pub mod http;
