@@ -243,6 +243,11 @@ pub struct LimitsConfig {
     pub bad_payload_max: u32,
     /// Wrong shutdown keys on one connection before it is closed with 4003.
     pub shutdown_key_attempts: u32,
+    /// Node-wide spacing of shutdown-key checks after a wrong key, doubled
+    /// per further wrong key (at most 2 s; attempts queued more than 5 s
+    /// ahead are refused unchecked) and reset by a right key. Larger slows
+    /// guessing over many connections; a right key may wait that long.
+    pub shutdown_key_backoff_ms: u64,
     /// Failed logins on one connection before it is closed with 4003.
     pub login_attempts: u32,
     /// Time to log in before the connection is closed with 4001.
@@ -294,6 +299,7 @@ impl Default for LimitsConfig {
             flood_window_secs: 60,
             bad_payload_max: 10,
             shutdown_key_attempts: 3,
+            shutdown_key_backoff_ms: 100,
             login_attempts: 5,
             login_timeout_secs: 10,
             ping_interval_secs: 20,
@@ -343,6 +349,21 @@ impl Default for WebSocketConfig {
     }
 }
 
+/// Environment variables read as raw strings, and their keys.
+const RAW_SECRETS: [(&str, &str); 2] = [
+    ("SWIFTCHAT_ADMIN__SHUTDOWN_KEY", "admin.shutdown_key"),
+    ("SWIFTCHAT_AUTH__JWT_SECRET", "auth.jwt_secret"),
+];
+
+/// Whether an environment key (after the prefix, split or not) is one of
+/// [`RAW_SECRETS`].
+fn is_raw_secret(key: &str) -> bool {
+    let dotted = key.replace("__", ".");
+    RAW_SECRETS
+        .iter()
+        .any(|(_, secret)| dotted.eq_ignore_ascii_case(secret))
+}
+
 impl Config {
     /// Loads defaults < TOML < environment. `file` given explicitly must
     /// exist; otherwise `swiftchat.toml` in the working directory is read if
@@ -360,11 +381,20 @@ impl Config {
                 }
             }
         };
-        figment.merge(
+        figment = figment.merge(
             Env::prefixed("SWIFTCHAT_")
                 .split("__")
-                .ignore(&["config", "log_format"]),
-        )
+                .ignore(&["config", "log_format"])
+                .filter(|key| !is_raw_secret(key.as_str())),
+        );
+        // Secrets are taken as the raw string: parsed like TOML, a key such
+        // as 0012345678901234 would become a number and lose its zeros.
+        for (var, key) in RAW_SECRETS {
+            if let Ok(value) = std::env::var(var) {
+                figment = figment.merge(Serialized::default(key, value));
+            }
+        }
+        figment
     }
 
     /// Extracts and validates.
@@ -404,7 +434,10 @@ impl Config {
             ("limits.flood_window_secs", l.flood_window_secs),
             ("limits.max_rooms", l.max_rooms),
             ("limits.max_listed_users", l.max_listed_users as u64),
-            ("limits.header_read_timeout_secs", l.header_read_timeout_secs),
+            (
+                "limits.header_read_timeout_secs",
+                l.header_read_timeout_secs,
+            ),
             ("limits.keep_alive_idle_secs", l.keep_alive_idle_secs),
             (
                 "websocket.read_buffer_bytes",
@@ -439,6 +472,17 @@ impl Config {
             return bad(
                 "redis.node_ttl_secs",
                 "must be greater than redis.heartbeat_secs",
+            );
+        }
+        let key_chars = self.admin.shutdown_key.chars().count();
+        if key_chars > 0 && key_chars < crate::auth::MIN_SHUTDOWN_KEY_CHARS {
+            // The length only, never the key.
+            return bad(
+                "admin.shutdown_key",
+                &format!(
+                    "must be at least {} characters (it has {key_chars}); leave it empty to refuse every shutdown by key",
+                    crate::auth::MIN_SHUTDOWN_KEY_CHARS
+                ),
             );
         }
         if self.auth.mode == AuthMode::Token && self.auth.jwt_secret.is_empty() {
@@ -494,6 +538,35 @@ mod tests {
         assert_eq!(c.limits.max_frame_bytes, 16384);
         assert_eq!(c.limits.outbound_queue, 256);
         assert_eq!(c.redis.key_prefix, "swiftchat");
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn secrets_from_the_environment_are_raw_strings() {
+        // The only test that sets these variables.
+        std::env::set_var("SWIFTCHAT_ADMIN__SHUTDOWN_KEY", "0012345678901234");
+        std::env::set_var("SWIFTCHAT_AUTH__JWT_SECRET", "1e3");
+        let config = Config::from_figment(Config::figment(None));
+        std::env::remove_var("SWIFTCHAT_ADMIN__SHUTDOWN_KEY");
+        std::env::remove_var("SWIFTCHAT_AUTH__JWT_SECRET");
+        let config = config.unwrap();
+        assert_eq!(config.admin.shutdown_key, "0012345678901234");
+        assert_eq!(config.auth.jwt_secret, "1e3");
+    }
+
+    #[test]
+    fn short_shutdown_keys_stop_the_node_without_showing_them() {
+        let mut c = Config::default();
+        c.admin.shutdown_key = "short-key-12345".into();
+        let error = c.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("admin.shutdown_key") && error.contains("16"),
+            "{error}"
+        );
+        assert!(!error.contains("short-key-12345"), "{error}");
+        c.admin.shutdown_key = "long-enough-key-".into();
+        c.validate().unwrap();
+        c.admin.shutdown_key = String::new();
         c.validate().unwrap();
     }
 

@@ -236,10 +236,12 @@ fn fragment(data: &[u8], first: bool, last: bool) -> Message {
 async fn oversized_fragmented_message_gets_1009_while_sending(backend: Backend) {
     let node = TestNode::start(backend, |_| {}).await;
     let body = vec![b'a'; 5000];
-    let seen = hammer(&node, vec![identify(&unique("frag"))], move |i| match i % 8 {
-        0 => fragment(&body, true, false),
-        7 => fragment(&body, false, true),
-        _ => fragment(&body, false, false),
+    let seen = hammer(&node, vec![identify(&unique("frag"))], move |i| {
+        match i % 8 {
+            0 => fragment(&body, true, false),
+            7 => fragment(&body, false, true),
+            _ => fragment(&body, false, false),
+        }
     })
     .await;
     assert_closed_with(&seen, 1009);
@@ -312,11 +314,16 @@ async fn burst_of_150_gets_rate_limited_notices_then_4008(backend: Backend) {
 async fn burst_of_fragments_gets_1009(backend: Backend) {
     let node = TestNode::start(backend, |_| {}).await;
     let body = vec![b'a'; 5000];
-    let seen = burst(&node, vec![identify(&unique("frag"))], 8, move |i| match i {
-        0 => fragment(&body, true, false),
-        7 => fragment(&body, false, true),
-        _ => fragment(&body, false, false),
-    })
+    let seen = burst(
+        &node,
+        vec![identify(&unique("frag"))],
+        8,
+        move |i| match i {
+            0 => fragment(&body, true, false),
+            7 => fragment(&body, false, true),
+            _ => fragment(&body, false, false),
+        },
+    )
     .await;
     assert_closed_with(&seen, 1009);
 }

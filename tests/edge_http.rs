@@ -50,7 +50,11 @@ async fn half_sent_request_heads_are_closed_after_the_header_timeout() {
     let trickle = async {
         for i in 0..20 {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            if slow.write_all(format!("X-{i}: y\r\n").as_bytes()).await.is_err() {
+            if slow
+                .write_all(format!("X-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -92,7 +96,10 @@ async fn idle_keep_alive_sockets_are_closed() {
     let took = closed_within(&mut tcp, Duration::from_secs(5))
         .await
         .expect("an idle keep-alive socket is closed well before the header timeout");
-    assert!(took >= Duration::from_millis(800), "closed too early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(800),
+        "closed too early: {took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,8 +146,7 @@ async fn the_socket_cap_holds_for_sockets_that_never_upgrade() {
 async fn upgrade(
     node: &TestNode,
     forwarded_for: Option<&str>,
-) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>, u16>
-{
+) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>, u16> {
     let mut request = node.ws_url().into_client_request().unwrap();
     if let Some(xff) = forwarded_for {
         request
@@ -188,7 +194,9 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
     // A spoofed left-most entry does not help: the proxy's right-most
     // entry is the client.
     assert_eq!(
-        upgrade(&node, Some("198.51.100.7, 203.0.113.1")).await.err(),
+        upgrade(&node, Some("198.51.100.7, 203.0.113.1"))
+            .await
+            .err(),
         Some(429)
     );
 

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::commands::{self, Command, CommandError};
 use super::rate::{TokenBucket, WindowCounter};
 use super::Chat;
-use crate::auth::secret_matches;
 use crate::backplane::{
     password_hash, BackplaneError, ClusterEvent, JoinOutcome, JoinRequest, RoomChange, RoomInfo,
 };
@@ -268,12 +267,27 @@ impl Session {
     }
 
     async fn on_shutdown_request(&mut self, request: ShutdownRequest) -> Flow {
-        if secret_matches(&self.chat.config.admin.shutdown_key, &request.key) {
-            tracing::info!("cluster-wide shutdown requested with the shutdown key");
+        // Node-wide backoff; the guard logs every attempt with actor and peer.
+        let actor = self
+            .user
+            .as_ref()
+            .map_or("-", |u| u.name.as_str())
+            .to_owned();
+        let check = self.chat.shutdown.key_guard.check(
+            &self.chat.config.admin.shutdown_key,
+            &request.key,
+            std::time::Duration::from_millis(self.chat.config.limits.shutdown_key_backoff_ms),
+            &actor,
+            self.conn.peer,
+        );
+        if check.await == crate::auth::KeyCheck::Accepted {
+            tracing::info!(actor, peer = %self.conn.peer, "cluster-wide shutdown requested with the shutdown key");
             self.publish_shutdown(request.reason).await
         } else {
             self.wrong_keys += 1;
             tracing::warn!(
+                actor,
+                peer = %self.conn.peer,
                 attempt = self.wrong_keys,
                 "shutdown payload with a wrong key"
             );

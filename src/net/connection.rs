@@ -25,9 +25,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::chat::{Chat, Flow, Session};
+use crate::conn::INTERNAL_ERROR;
 use crate::metrics as m;
 use crate::protocol::{close, Frame};
-use crate::conn::INTERNAL_ERROR;
 use crate::registry::{ConnHandle, ConnectionSlot};
 use crate::shutdown::Shutdown;
 

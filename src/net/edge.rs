@@ -438,7 +438,10 @@ mod tests {
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let trusted = parse_cidrs(&["10.0.0.0/8".into()]).unwrap();
         let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.7".parse().unwrap());
+        headers.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 1.2.3.4, 10.0.0.7".parse().unwrap(),
+        );
         // From a trusted proxy: the right-most untrusted hop.
         assert_eq!(client_ip(ip("10.0.0.2"), &headers, &trusted), ip("1.2.3.4"));
         // From anyone else: the header is ignored.
@@ -449,8 +452,14 @@ mod tests {
             ip("10.0.0.2")
         );
         // Garbage stops the walk at the last good hop.
-        headers.insert("x-forwarded-for", "1.2.3.4, junk, 10.0.0.9".parse().unwrap());
-        assert_eq!(client_ip(ip("10.0.0.2"), &headers, &trusted), ip("10.0.0.9"));
+        headers.insert(
+            "x-forwarded-for",
+            "1.2.3.4, junk, 10.0.0.9".parse().unwrap(),
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &headers, &trusted),
+            ip("10.0.0.9")
+        );
     }
 
     #[test]

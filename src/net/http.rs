@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::secret_matches;
+use crate::auth::KeyCheck;
 use crate::backplane::ClusterEvent;
 use crate::chat::Chat;
 use crate::metrics as m;
@@ -193,19 +193,35 @@ struct ShutdownBody {
     reason: Option<String>,
 }
 
-async fn admin_shutdown(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
+async fn admin_shutdown(State(state): State<AppState>, request: Request) -> Response {
     let chat = &state.chat;
-    let presented = headers
+    let peer = state.edge.client_ip(&request);
+    let (parts, body) = request.into_parts();
+    // The body is a short JSON object: read at most 64 KiB of it.
+    let body = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(body) => body,
+        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response(),
+    };
+    let presented = parts
+        .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !secret_matches(&chat.config.admin.shutdown_key, presented) {
-        tracing::warn!("refused POST /admin/shutdown: missing or wrong key");
+    let backoff = std::time::Duration::from_millis(chat.config.limits.shutdown_key_backoff_ms);
+    let check = chat
+        .shutdown
+        .key_guard
+        .check(
+            &chat.config.admin.shutdown_key,
+            presented,
+            backoff,
+            "http",
+            peer,
+        )
+        .await;
+    if check != KeyCheck::Accepted {
+        tracing::warn!(actor = "http", %peer, "refused POST /admin/shutdown: missing or wrong key");
         return (StatusCode::UNAUTHORIZED, "unauthorized\n").into_response();
     }
     let reason = if body.iter().all(u8::is_ascii_whitespace) {
@@ -218,7 +234,7 @@ async fn admin_shutdown(
             }
         }
     };
-    tracing::info!("cluster-wide shutdown requested over HTTP");
+    tracing::info!(actor = "http", %peer, "cluster-wide shutdown requested over HTTP");
     match chat
         .backplane
         .publish_event(&ClusterEvent::Shutdown { reason })
