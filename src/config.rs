@@ -88,6 +88,10 @@ pub struct RedisConfig {
     /// Empty: a standalone node with in-memory state.
     #[serde(deserialize_with = "string_or_number")]
     pub url: String,
+    /// PEM file of the CA that signed Redis's certificate, for `rediss://`
+    /// URLs; empty: the system's roots (the runtime image carries them).
+    /// The URL's host must match the certificate.
+    pub tls_ca_file: String,
     /// Every key and channel starts with this, so clusters can share a Redis.
     #[serde(deserialize_with = "string_or_number")]
     pub key_prefix: String,
@@ -137,6 +141,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: String::new(),
+            tls_ca_file: String::new(),
             key_prefix: "swiftchat".into(),
             pool_size: 8,
             command_timeout_ms: 1000,

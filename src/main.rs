@@ -101,11 +101,15 @@ fn init_tracing() {
     let registry = tracing_subscriber::registry();
     if json {
         let layer = tracing_subscriber::fmt::layer().json().with_target(false);
-        registry.with(layer.with_filter(filter).with_filter(cap)).init();
+        registry
+            .with(layer.with_filter(filter).with_filter(cap))
+            .init();
     } else {
         let layer = tracing_subscriber::fmt::layer()
             .with_target(false)
             .with_ansi(ansi);
-        registry.with(layer.with_filter(filter).with_filter(cap)).init();
+        registry
+            .with(layer.with_filter(filter).with_filter(cap))
+            .init();
     }
 }

@@ -76,9 +76,11 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
     let backplane: SharedBackplane = if config.redis.url.is_empty() {
         MemoryBackplane::new(&config.server.default_room, registry.clone())
     } else {
-        crate::backplane::redis::connect(&config, &node_id, registry.clone())
+        let backplane = crate::backplane::redis::connect(&config, &node_id, registry.clone())
             .await
-            .context("connecting to Redis")?
+            .context("connecting to Redis")?;
+        crate::backplane::redis::connect::warn_if_evicting(&config.redis).await;
+        backplane
     };
     let listener = TcpListener::bind(config.server.bind)
         .await

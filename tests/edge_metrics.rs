@@ -44,5 +44,8 @@ async fn families_exist_at_zero_and_closes_count_by_code() {
         (value(&text, "swiftchat_closes_total{code=\"1008\"}") == Some(1.0)).then_some(())
     })
     .await;
-    assert!(counted.is_some(), "closes_total{{code=\"1008\"}} counted the close");
+    assert!(
+        counted.is_some(),
+        "closes_total{{code=\"1008\"}} counted the close"
+    );
 }
