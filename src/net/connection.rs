@@ -61,10 +61,12 @@ where
         // Tell the writer to finish (the peer left, or the session ended).
         conn.close(1000, "");
     }
-    if let Some((code, reason)) = conn.close_reason() {
-        metrics::counter!(m::CLOSES, "code" => code.to_string()).increment(1);
-        tracing::debug!(conn = conn.id, code, reason, "closing connection");
-    }
+    // Every close is counted by its code (a node shutdown closes with 1001).
+    let (code, reason) = conn
+        .close_reason()
+        .unwrap_or((close::GOING_AWAY, "going away"));
+    metrics::counter!(m::CLOSES, "code" => code.to_string()).increment(1);
+    tracing::debug!(conn = conn.id, code, reason, "closing connection");
     // Release the name and membership while the close goes out; bounded so
     // a dead store cannot hold the task (the store's own expiry cleans up
     // after a node that failed).
