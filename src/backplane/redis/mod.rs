@@ -883,7 +883,11 @@ mod tests {
 
     #[test]
     fn invalid_urls_do_not_echo_the_url() {
-        let Err(e) = connection_info("nonsense://user:secret@host") else {
+        let redis = crate::config::RedisConfig {
+            url: "nonsense://user:secret@host".into(),
+            ..Default::default()
+        };
+        let Err(e) = connection_info(&redis) else {
             panic!("accepted");
         };
         assert!(!e.to_string().contains("secret"), "{e}");
