@@ -87,7 +87,7 @@ pub async fn run(args: SoakArgs) -> Result<()> {
         let interval = Duration::from_millis(args.interval_ms);
         let max_life = args.max_life_secs.max(1);
         slots.push(tokio::spawn(async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (slot as u64 + 1) * 0x1000_0001);
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((slot as u64 + 1) * 0x1000_0001));
             // Spread the first logins over a second.
             tokio::time::sleep(Duration::from_millis(rng.below(1000))).await;
             let mut generation = 0u64;
