@@ -57,19 +57,8 @@ where
     if let Flow::Close(code, reason) = ended.flow {
         conn.close(code, reason);
     }
-    if !chat.shutdown.is_triggered() {
-        // Tell the writer to finish (the peer left, or the session ended).
-        conn.close(1000, "");
-    }
-    // Every close is counted by its code (a node shutdown closes with 1001).
-    let (code, reason) = conn
-        .close_reason()
-        .unwrap_or((close::GOING_AWAY, "going away"));
-    metrics::counter!(m::CLOSES, "code" => code.to_string()).increment(1);
-    tracing::debug!(conn = conn.id, code, reason, "closing connection");
-    // Release the name and membership while the close goes out; bounded so
-    // a dead store cannot hold the task (the store's own expiry cleans up
-    // after a node that failed).
+    // Release the name and membership, bounded so a dead store cannot hold
+    // the task (the store's own expiry cleans up after a node that failed).
     let release = Duration::from_millis(chat.config.redis.command_timeout_ms * 3);
     let release = async {
         if tokio::time::timeout(release, Box::pin(session.on_close()))
@@ -80,7 +69,23 @@ where
         }
     };
     let grace = Duration::from_millis(chat.config.limits.close_grace_ms);
-    tokio::join!(release, linger(stream, writer, ended.peer, grace));
+    if conn.close_reason().is_some() || chat.shutdown.is_triggered() {
+        // The server closes: the close goes out (and the client's input is
+        // read away) while the session is released.
+        tokio::join!(release, linger(stream, writer, ended.peer, grace));
+    } else {
+        // The client closed or went away: release first, then answer, so
+        // that once the client sees our close its name is free again.
+        release.await;
+        conn.close(1000, "");
+        linger(stream, writer, ended.peer, grace).await;
+    }
+    // Every close is counted by its code (a node shutdown closes with 1001).
+    let (code, reason) = conn
+        .close_reason()
+        .unwrap_or((close::GOING_AWAY, "going away"));
+    metrics::counter!(m::CLOSES, "code" => code.to_string()).increment(1);
+    tracing::debug!(conn = conn.id, code, reason, "closed connection");
     drop(slot);
 }
 
