@@ -26,11 +26,12 @@ ARG RUNTIME_BASE=debian:bookworm-slim
 # runtime-base: everything the running node needs except the binary.
 FROM ${RUNTIME_BASE} AS runtime-base
 # busybox: its `wget` is the HEALTHCHECK's HTTP client (about 1 MiB; curl
-# would pull in libcurl, TLS and more). The binary needs only libc: no C
-# dependencies, no TLS (see ../shared/notes/dependencies.md).
+# would pull in libcurl, TLS and more). The binary needs only libc (TLS to
+# Redis is rustls with ring, compiled in); ca-certificates gives rediss://
+# URLs the system's roots (redis.tls_ca_file names a private CA instead).
 RUN set -eux; \
     apt-get update; \
-    apt-get install -y --no-install-recommends busybox; \
+    apt-get install -y --no-install-recommends busybox ca-certificates; \
     rm -rf /var/lib/apt/lists/*; \
     groupadd --system --gid 10001 swiftchat; \
     useradd --system --uid 10001 --gid swiftchat --home-dir /app --no-create-home \

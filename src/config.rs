@@ -44,6 +44,11 @@ pub struct ServerConfig {
     /// exits anyway. Larger is gentler to slow clients; smaller restarts
     /// faster. Keep the orchestrator's stop grace period above it.
     pub drain_secs: u64,
+    /// CIDRs (or single addresses) of the load balancers whose
+    /// X-Forwarded-For names the client's address; from anyone else the
+    /// header is ignored (a client could write any address into it). The
+    /// address counts for `limits.connections_per_ip` and security logs.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +59,7 @@ impl Default for ServerConfig {
             default_room: "general".into(),
             command_prefix: "\\".into(),
             drain_secs: 10,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -83,6 +89,10 @@ pub struct RedisConfig {
     /// Empty: a standalone node with in-memory state.
     #[serde(deserialize_with = "string_or_number")]
     pub url: String,
+    /// PEM file of the CA that signed Redis's certificate, for `rediss://`
+    /// URLs; empty: the system's roots (the runtime image carries them).
+    /// The URL's host must match the certificate.
+    pub tls_ca_file: String,
     /// Every key and channel starts with this, so clusters can share a Redis.
     #[serde(deserialize_with = "string_or_number")]
     pub key_prefix: String,
@@ -132,6 +142,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: String::new(),
+            tls_ca_file: String::new(),
             key_prefix: "swiftchat".into(),
             pool_size: 8,
             command_timeout_ms: 1000,
@@ -259,6 +270,26 @@ pub struct LimitsConfig {
     /// Open WebSockets per node; beyond it new upgrades get HTTP 503. 0: no
     /// limit other than the process's open-file limit.
     pub max_connections: usize,
+    /// Open WebSockets per client address (see `server.trusted_proxies`);
+    /// beyond it new upgrades from that address get HTTP 429. 0: no limit.
+    /// Users behind one NAT share an address, so keep it well above what
+    /// one office needs.
+    pub connections_per_ip: usize,
+    /// Open sockets per node, WebSockets and plain HTTP (also ones that
+    /// never send a request); a socket accepted beyond it is closed at
+    /// once. Keep it above `max_connections` plus room for HTTP probes, and
+    /// below the process's open-file limit. 0: no cap.
+    pub max_sockets: usize,
+    /// Time a client has to send a complete HTTP request head, also between
+    /// two requests on a keep-alive socket; then the socket is closed.
+    /// Shorter frees sockets held by slow or idle clients sooner; too short
+    /// cuts clients on bad links.
+    pub header_read_timeout_secs: u64,
+    /// A keep-alive HTTP socket with no traffic for this long is closed
+    /// (probes reconnect cheaply; idle sockets cost a file descriptor each).
+    /// Only matters below `header_read_timeout_secs`, which bounds the wait
+    /// for the next request too.
+    pub keep_alive_idle_secs: u64,
     /// Largest message (all fragments together); larger closes with 1009.
     pub max_frame_bytes: usize,
     /// Longest message content in characters.
@@ -276,6 +307,11 @@ pub struct LimitsConfig {
     pub bad_payload_max: u32,
     /// Wrong shutdown keys on one connection before it is closed with 4003.
     pub shutdown_key_attempts: u32,
+    /// Node-wide spacing of shutdown-key checks after a wrong key, doubled
+    /// per further wrong key (at most 2 s; attempts queued more than 5 s
+    /// ahead are refused unchecked) and reset by a right key. Larger slows
+    /// guessing over many connections; a right key may wait that long.
+    pub shutdown_key_backoff_ms: u64,
     /// Failed logins on one connection before it is closed with 4003.
     pub login_attempts: u32,
     /// Time to log in before the connection is closed with 4001.
@@ -288,6 +324,12 @@ pub struct LimitsConfig {
     /// is closed with 4009. Larger absorbs longer stalls and costs memory
     /// per connection only while it is used.
     pub outbound_queue: usize,
+    /// Bytes of frames queued per connection before it counts as a slow
+    /// consumer (4009), whatever their number: `outbound_queue` alone lets
+    /// 256 large frames (histories, room lists) pile up to megabytes. Must
+    /// hold at least one `max_frame_bytes` frame; larger absorbs longer
+    /// stalls of a reader of big frames at the cost of memory while used.
+    pub outbound_queue_bytes: usize,
     /// Control events (moves, kicks) queued per connection; overflow is
     /// treated like a slow consumer.
     pub control_queue: usize,
@@ -309,6 +351,10 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_connections: 0,
+            connections_per_ip: 0,
+            max_sockets: 65_536,
+            header_read_timeout_secs: 10,
+            keep_alive_idle_secs: 5,
             max_frame_bytes: 16 * 1024,
             max_content_chars: 2000,
             messages_per_second: 5,
@@ -317,11 +363,13 @@ impl Default for LimitsConfig {
             flood_window_secs: 60,
             bad_payload_max: 10,
             shutdown_key_attempts: 3,
+            shutdown_key_backoff_ms: 100,
             login_attempts: 5,
             login_timeout_secs: 10,
             ping_interval_secs: 20,
             ping_timeout_secs: 45,
             outbound_queue: 256,
+            outbound_queue_bytes: 1024 * 1024,
             control_queue: 16,
             presence_notice_max_members: 200,
             max_rooms: 10_000,
@@ -365,6 +413,21 @@ impl Default for WebSocketConfig {
     }
 }
 
+/// Environment variables read as raw strings, and their keys.
+const RAW_SECRETS: [(&str, &str); 2] = [
+    ("SWIFTCHAT_ADMIN__SHUTDOWN_KEY", "admin.shutdown_key"),
+    ("SWIFTCHAT_AUTH__JWT_SECRET", "auth.jwt_secret"),
+];
+
+/// Whether an environment key (after the prefix, split or not) is one of
+/// [`RAW_SECRETS`].
+fn is_raw_secret(key: &str) -> bool {
+    let dotted = key.replace("__", ".");
+    RAW_SECRETS
+        .iter()
+        .any(|(_, secret)| dotted.eq_ignore_ascii_case(secret))
+}
+
 impl Config {
     /// Loads defaults < TOML < environment. `file` given explicitly must
     /// exist; otherwise `swiftchat.toml` in the working directory is read if
@@ -382,11 +445,20 @@ impl Config {
                 }
             }
         };
-        figment.merge(
+        figment = figment.merge(
             Env::prefixed("SWIFTCHAT_")
                 .split("__")
-                .ignore(&["config", "log_format"]),
-        )
+                .ignore(&["config", "log_format"])
+                .filter(|key| !is_raw_secret(key.as_str())),
+        );
+        // Secrets are taken as the raw string: parsed like TOML, a key such
+        // as 0012345678901234 would become a number and lose its zeros.
+        for (var, key) in RAW_SECRETS {
+            if let Ok(value) = std::env::var(var) {
+                figment = figment.merge(Serialized::default(key, value));
+            }
+        }
+        figment
     }
 
     /// Extracts and validates.
@@ -427,6 +499,11 @@ impl Config {
             ("limits.max_rooms", l.max_rooms),
             ("limits.max_listed_users", l.max_listed_users as u64),
             (
+                "limits.header_read_timeout_secs",
+                l.header_read_timeout_secs,
+            ),
+            ("limits.keep_alive_idle_secs", l.keep_alive_idle_secs),
+            (
                 "websocket.read_buffer_bytes",
                 self.websocket.read_buffer_bytes as u64,
             ),
@@ -443,6 +520,15 @@ impl Config {
                 return bad(key, "must be greater than 0");
             }
         }
+        if let Err(why) = crate::net::edge::parse_cidrs(&self.server.trusted_proxies) {
+            return bad("server.trusted_proxies", &why);
+        }
+        if l.outbound_queue_bytes < l.max_frame_bytes {
+            return bad(
+                "limits.outbound_queue_bytes",
+                "must be at least limits.max_frame_bytes",
+            );
+        }
         if self.websocket.max_write_buffer_bytes <= self.websocket.write_buffer_bytes {
             return bad(
                 "websocket.max_write_buffer_bytes",
@@ -453,6 +539,17 @@ impl Config {
             return bad(
                 "redis.node_ttl_secs",
                 "must be greater than redis.heartbeat_secs",
+            );
+        }
+        let key_chars = self.admin.shutdown_key.chars().count();
+        if key_chars > 0 && key_chars < crate::auth::MIN_SHUTDOWN_KEY_CHARS {
+            // The length only, never the key.
+            return bad(
+                "admin.shutdown_key",
+                &format!(
+                    "must be at least {} characters (it has {key_chars}); leave it empty to refuse every shutdown by key",
+                    crate::auth::MIN_SHUTDOWN_KEY_CHARS
+                ),
             );
         }
         if self.auth.mode == AuthMode::Token && self.auth.jwt_secret.is_empty() {
@@ -511,6 +608,35 @@ mod tests {
         assert_eq!(c.history.max_messages, 200);
         assert_eq!(c.history.ttl_secs, 86400);
         assert_eq!(c.history.page_size, 100);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn secrets_from_the_environment_are_raw_strings() {
+        // The only test that sets these variables.
+        std::env::set_var("SWIFTCHAT_ADMIN__SHUTDOWN_KEY", "0012345678901234");
+        std::env::set_var("SWIFTCHAT_AUTH__JWT_SECRET", "1e3");
+        let config = Config::from_figment(Config::figment(None));
+        std::env::remove_var("SWIFTCHAT_ADMIN__SHUTDOWN_KEY");
+        std::env::remove_var("SWIFTCHAT_AUTH__JWT_SECRET");
+        let config = config.unwrap();
+        assert_eq!(config.admin.shutdown_key, "0012345678901234");
+        assert_eq!(config.auth.jwt_secret, "1e3");
+    }
+
+    #[test]
+    fn short_shutdown_keys_stop_the_node_without_showing_them() {
+        let mut c = Config::default();
+        c.admin.shutdown_key = "short-key-12345".into();
+        let error = c.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("admin.shutdown_key") && error.contains("16"),
+            "{error}"
+        );
+        assert!(!error.contains("short-key-12345"), "{error}");
+        c.admin.shutdown_key = "long-enough-key-".into();
+        c.validate().unwrap();
+        c.admin.shutdown_key = String::new();
         c.validate().unwrap();
     }
 

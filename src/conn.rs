@@ -10,6 +10,7 @@
 //! Pushing never waits: a full queue closes the connection with 4009.
 
 use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::Notify;
@@ -19,6 +20,9 @@ use crate::metrics as m;
 use crate::protocol::{close, Frame};
 
 pub type ConnId = u64;
+
+/// Close code for a frame the server could not send (PROTOCOL.md: 1011).
+pub(crate) const INTERNAL_ERROR: u16 = 1011;
 
 /// Work for a connection's session that comes from elsewhere in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +43,8 @@ pub enum EvictReason {
 #[derive(Default)]
 struct Queues {
     frames: VecDeque<Frame>,
+    /// Bytes of `frames`, bounded by `max_frame_bytes`.
+    frame_bytes: usize,
     controls: VecDeque<Control>,
 }
 
@@ -49,7 +55,11 @@ pub struct ConnHandle {
     frames_ready: Notify,
     controls_ready: Notify,
     max_frames: usize,
+    max_frame_bytes: usize,
     max_controls: usize,
+    /// The client's address (after `server.trusted_proxies`), for security
+    /// logs.
+    pub peer: IpAddr,
     closing: CancellationToken,
     close_reason: OnceLock<(u16, &'static str)>,
 }
@@ -64,10 +74,24 @@ impl ConnHandle {
             frames_ready: Notify::new(),
             controls_ready: Notify::new(),
             max_frames,
+            max_frame_bytes: usize::MAX,
             max_controls,
+            peer: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             closing: CancellationToken::new(),
             close_reason: OnceLock::new(),
         }
+    }
+
+    /// Bounds the queued frames' bytes too: one more byte closes with 4009.
+    pub fn with_max_bytes(mut self, max_frame_bytes: usize) -> Self {
+        self.max_frame_bytes = max_frame_bytes;
+        self
+    }
+
+    /// Records the client's address.
+    pub fn with_peer(mut self, peer: IpAddr) -> Self {
+        self.peer = peer;
+        self
     }
 
     fn queues(&self) -> MutexGuard<'_, Queues> {
@@ -84,11 +108,14 @@ impl ConnHandle {
         }
         {
             let mut queues = self.queues();
-            if queues.frames.len() >= self.max_frames {
+            if queues.frames.len() >= self.max_frames
+                || queues.frame_bytes + frame.len() > self.max_frame_bytes
+            {
                 drop(queues);
                 self.slow_consumer();
                 return false;
             }
+            queues.frame_bytes += frame.len();
             queues.frames.push_back(frame);
         }
         self.frames_ready.notify_one();
@@ -121,7 +148,9 @@ impl ConnHandle {
 
     /// Takes every queued frame, oldest first.
     pub fn take_frames(&self) -> VecDeque<Frame> {
-        std::mem::take(&mut self.queues().frames)
+        let mut queues = self.queues();
+        queues.frame_bytes = 0;
+        std::mem::take(&mut queues.frames)
     }
 
     /// Resolves when control work may be waiting.
@@ -192,6 +221,21 @@ mod tests {
         assert_eq!(conn.close_reason().map(|r| r.0), Some(close::SLOW_CONSUMER));
         assert_eq!(conn.next_control(), Some(evict()));
         assert_eq!(conn.next_control(), None);
+    }
+
+    #[test]
+    fn byte_overflow_closes_with_4009() {
+        let conn = ConnHandle::new(1, 100, 1).with_max_bytes(10);
+        assert!(conn.send(frame("12345")));
+        assert!(conn.send(frame("67890")), "exactly at the limit is fine");
+        assert!(!conn.send(frame("x")));
+        assert_eq!(conn.close_reason().map(|r| r.0), Some(close::SLOW_CONSUMER));
+        // Taking the frames frees their bytes.
+        let conn = ConnHandle::new(1, 100, 1).with_max_bytes(10);
+        assert!(conn.send(frame("1234567890")));
+        assert_eq!(conn.take_frames().len(), 1);
+        assert!(conn.send(frame("1234567890")));
+        assert_eq!(conn.close_reason(), None);
     }
 
     #[tokio::test]

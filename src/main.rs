@@ -63,18 +63,53 @@ fn termination() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// Libraries that log what passes through them at debug or trace level:
+/// tungstenite every frame (login tokens, shutdown keys), hyper and axum
+/// request heads (Authorization headers), redis-rs its commands (AUTH and
+/// the connection URL). They are capped at info whatever RUST_LOG asks.
+const CAPPED_LIBRARIES: [&str; 10] = [
+    "tungstenite",
+    "tokio_tungstenite",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "axum",
+    "tower",
+    "tower_http",
+    "redis",
+    "deadpool",
+];
+
+/// Whether an event or span passes the cap of [`CAPPED_LIBRARIES`].
+fn below_library_cap(meta: &tracing::Metadata<'_>) -> bool {
+    let target = meta.target();
+    let capped = CAPPED_LIBRARIES.iter().any(|lib| {
+        target
+            .strip_prefix(lib)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    });
+    !capped || *meta.level() <= tracing::Level::INFO
+}
+
 fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{filter_fn, EnvFilter};
+    use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("SWIFTCHAT_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi);
+    let cap = filter_fn(below_library_cap);
+    let registry = tracing_subscriber::registry();
     if json {
-        builder.json().init();
+        let layer = tracing_subscriber::fmt::layer().json().with_target(false);
+        registry
+            .with(layer.with_filter(filter).with_filter(cap))
+            .init();
     } else {
-        builder.init();
+        let layer = tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(ansi);
+        registry
+            .with(layer.with_filter(filter).with_filter(cap))
+            .init();
     }
 }

@@ -6,14 +6,12 @@
 //! tracked by a [`TaskTracker`]; the node waits for them up to
 //! `server.drain_secs`, then releases its presence and returns.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +21,7 @@ use crate::backplane::memory::MemoryBackplane;
 use crate::backplane::SharedBackplane;
 use crate::chat::Chat;
 use crate::config::Config;
-use crate::net::http::{router, AppState};
+use crate::net::http::{router, AppState, EdgeState};
 use crate::registry::Registry;
 use crate::shutdown::Shutdown;
 
@@ -82,9 +80,11 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
             registry.clone(),
         )
     } else {
-        crate::backplane::redis::connect(&config, &node_id, registry.clone())
+        let backplane = crate::backplane::redis::connect(&config, &node_id, registry.clone())
             .await
-            .context("connecting to Redis")?
+            .context("connecting to Redis")?;
+        crate::backplane::redis::connect::warn_if_evicting(&config.redis).await;
+        backplane
     };
     let listener = TcpListener::bind(config.server.bind)
         .await
@@ -102,6 +102,7 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
     let app = router(AppState {
         chat: chat.clone(),
         tracker: tracker.clone(),
+        edge: EdgeState::new(&config)?,
     });
     crate::net::admin::start(&chat, &node_id, addr, &tracker);
     let task = tokio::spawn(run(listener, app, chat, tracker));
@@ -126,19 +127,14 @@ async fn run(
     // was already sent completes and is told to go (SHUTDOWN, then 1001)
     // rather than being cut by hyper's graceful shutdown.
     let http_stopping = CancellationToken::new();
-    let http = tokio::spawn(
-        // Chat frames are small and latency-bound: no Nagle delay.
-        axum::serve(
-            listener.tap_io(|tcp| {
-                if let Err(error) = tcp.set_nodelay(true) {
-                    tracing::debug!(%error, "could not set TCP_NODELAY");
-                }
-            }),
-            app,
-        )
-        .with_graceful_shutdown(http_stopping.clone().cancelled_owned())
-        .into_future(),
-    );
+    let grace = Duration::from_millis(chat.config.limits.close_grace_ms);
+    let http = tokio::spawn(crate::net::edge::serve(
+        listener,
+        app,
+        chat.config.limits.clone(),
+        http_stopping.clone(),
+        grace,
+    ));
     stopping.cancelled().await;
     let reconnect = chat.shutdown.notice().is_some_and(|n| n.reconnect);
     tracing::info!(
@@ -160,8 +156,7 @@ async fn run(
     // Plain HTTP requests in flight get `close_grace_ms` to finish.
     http_stopping.cancel();
     let http_abort = http.abort_handle();
-    let grace = Duration::from_millis(chat.config.limits.close_grace_ms);
-    if tokio::time::timeout(grace, http).await.is_err() {
+    if tokio::time::timeout(grace * 2, http).await.is_err() {
         http_abort.abort();
     }
     // Whatever presence the sessions could not release, release it now

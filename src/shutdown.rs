@@ -22,6 +22,8 @@ pub struct ShutdownNotice {
 pub struct Shutdown {
     token: CancellationToken,
     notice: OnceLock<ShutdownNotice>,
+    /// Node-wide backoff for shutdown keys (payload and HTTP).
+    pub key_guard: crate::auth::KeyGuard,
 }
 
 impl Shutdown {

@@ -100,7 +100,7 @@ async fn drain_is_bounded_by_drain_secs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_subcommand_with_url_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let key = "cli-key-123abc";
+    let key = "cli-key-123abc-0123456789";
     let mut cmd = binary::command(dir.path());
     cmd.args(["serve", "--bind", "127.0.0.1:0"])
         .env("SWIFTCHAT_ADMIN__SHUTDOWN_KEY", key);
@@ -155,11 +155,11 @@ async fn shutdown_payload_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = binary::command(dir.path());
     cmd.args(["serve", "--bind", "127.0.0.1:0"])
-        .env("SWIFTCHAT_ADMIN__SHUTDOWN_KEY", "payload-key");
+        .env("SWIFTCHAT_ADMIN__SHUTDOWN_KEY", "payload-key-0123456789");
     let mut server = Process::spawn(cmd);
     let addr = server.wait_listening(START).await;
     let mut c = Client::connect(addr).await;
-    c.send_json(json!({"op": 3, "d": {"key": "payload-key", "reason": "Maintenance"}}))
+    c.send_json(json!({"op": 3, "d": {"key": "payload-key-0123456789", "reason": "Maintenance"}}))
         .await;
     expect_shutdown(&mut c, false, Some("Maintenance")).await;
     let status = server.wait_exit(Duration::from_secs(15)).await;

@@ -12,7 +12,7 @@ use common::*;
 use serde_json::json;
 
 const SECRET: &str = "shutdown-test-secret";
-const KEY: &str = "open-sesame";
+const KEY: &str = "open-sesame-0123456789";
 
 backend_tests!(
     shutdown_key_before_login_shuts_everything_down,

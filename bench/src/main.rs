@@ -8,6 +8,7 @@ mod idle;
 mod mock;
 mod procfs;
 mod proto;
+mod soak;
 mod stats;
 mod summary;
 
@@ -45,6 +46,9 @@ enum Cmd {
     Connect(connect::ConnectArgs),
     /// The targets against the JSON lines written with --summary.
     Summary(summary::SummaryArgs),
+    /// Clients chatting with churn for a while (bench/soak.sh samples the
+    /// node and Redis).
+    Soak(soak::SoakArgs),
     /// A minimal stand-in server to check the generator itself (not SwiftChat).
     Mock(mock::MockArgs),
 }
@@ -65,6 +69,7 @@ fn main() -> Result<()> {
             Cmd::IdleWorker(a) => idle::worker(a).await,
             Cmd::Connect(a) => connect::run(a).await,
             Cmd::Mock(a) => mock::run(a).await,
+            Cmd::Soak(a) => soak::run(a).await,
             Cmd::Summary(a) => summary::run(a),
         }
     })

@@ -5,7 +5,6 @@
 use super::commands::Checked;
 use super::replies::Refusal;
 use super::session::{Flow, Session};
-use crate::auth::secret_matches;
 use crate::backplane::{password_hash, ClusterEvent, RoomChange};
 use crate::protocol::{close, user_key, NoticeCode, RoomStateReason, ShutdownRequest};
 
@@ -146,13 +145,28 @@ impl Session {
     /// The SHUTDOWN payload (op 3): the key, or `forbidden`; enough wrong
     /// keys close with 4003.
     pub(super) async fn on_shutdown_request(&mut self, request: ShutdownRequest) -> Flow {
-        if secret_matches(&self.chat.config.admin.shutdown_key, &request.key) {
-            tracing::info!("cluster-wide shutdown requested with the shutdown key");
+        // Node-wide backoff; the guard logs every attempt with actor and peer.
+        let actor = self
+            .user
+            .as_ref()
+            .map_or("-", |u| u.name.as_str())
+            .to_owned();
+        let check = self.chat.shutdown.key_guard.check(
+            &self.chat.config.admin.shutdown_key,
+            &request.key,
+            std::time::Duration::from_millis(self.chat.config.limits.shutdown_key_backoff_ms),
+            &actor,
+            self.conn.peer,
+        );
+        if check.await == crate::auth::KeyCheck::Accepted {
+            tracing::info!(actor, peer = %self.conn.peer, "cluster-wide shutdown requested with the shutdown key");
             let result = self.publish_shutdown(request.reason).await;
             return self.answer(result);
         }
         self.wrong_keys += 1;
         tracing::warn!(
+            actor,
+            peer = %self.conn.peer,
             attempt = self.wrong_keys,
             "shutdown payload with a wrong key"
         );

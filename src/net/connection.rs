@@ -8,13 +8,15 @@
 //! closes the connection (4009) rather than blocking its room.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::task::JoinHandle;
 use tokio::time::{interval_at, sleep, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -23,24 +25,25 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::chat::{Chat, Flow, Session};
+use crate::conn::INTERNAL_ERROR;
 use crate::metrics as m;
 use crate::protocol::{close, Frame};
 use crate::registry::{ConnHandle, ConnectionSlot};
 use crate::shutdown::Shutdown;
 
 /// Serves one upgraded WebSocket until it closes.
-pub async fn serve<S>(chat: Arc<Chat>, ws: WebSocketStream<S>, slot: ConnectionSlot)
+pub async fn serve<S>(chat: Arc<Chat>, ws: WebSocketStream<S>, slot: ConnectionSlot, peer: IpAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &chat.config.limits;
-    let conn = Arc::new(ConnHandle::new(
-        slot.id,
-        limits.outbound_queue,
-        limits.control_queue,
-    ));
+    let conn = Arc::new(
+        ConnHandle::new(slot.id, limits.outbound_queue, limits.control_queue)
+            .with_max_bytes(limits.outbound_queue_bytes)
+            .with_peer(peer),
+    );
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
-    let (sink, stream) = ws.split();
+    let (sink, mut stream) = ws.split();
     let writer = tokio::spawn(write_loop(
         sink,
         conn.clone(),
@@ -50,33 +53,118 @@ where
     ));
 
     let mut session = Session::new(chat.clone(), conn.clone());
-    let flow = read_loop(&chat, &mut session, &conn, stream).await;
-    if let Flow::Close(code, reason) = flow {
+    let ended = read_loop(&chat, &mut session, &conn, &mut stream).await;
+    if let Flow::Close(code, reason) = ended.flow {
         conn.close(code, reason);
     }
-    if let Some((code, reason)) = conn.close_reason() {
-        metrics::counter!(m::CLOSES, "code" => code.to_string()).increment(1);
-        tracing::debug!(conn = conn.id, code, reason, "closing connection");
-    }
-    // Release the name and membership; bounded so a dead store cannot hold
+    // Release the name and membership, bounded so a dead store cannot hold
     // the task (the store's own expiry cleans up after a node that failed).
     let release = Duration::from_millis(chat.config.redis.command_timeout_ms * 3);
-    if tokio::time::timeout(release, Box::pin(session.on_close()))
-        .await
-        .is_err()
-    {
-        tracing::warn!(conn = conn.id, "timed out releasing a session");
-    }
-    if !chat.shutdown.is_triggered() {
-        // Tell the writer to finish (the peer left, or the session ended).
-        conn.close(1000, "");
-    }
+    let release = async {
+        if tokio::time::timeout(release, Box::pin(session.on_close()))
+            .await
+            .is_err()
+        {
+            tracing::warn!(conn = conn.id, "timed out releasing a session");
+        }
+    };
     let grace = Duration::from_millis(chat.config.limits.close_grace_ms);
-    let abort = writer.abort_handle();
-    if tokio::time::timeout(grace, writer).await.is_err() {
-        abort.abort();
+    if conn.close_reason().is_some() || chat.shutdown.is_triggered() {
+        // The server closes: the close goes out (and the client's input is
+        // read away) while the session is released.
+        tokio::join!(release, linger(stream, writer, ended.peer, grace));
+    } else {
+        // The client closed or went away: release first, then answer, so
+        // that once the client sees our close its name is free again.
+        release.await;
+        conn.close(1000, "");
+        linger(stream, writer, ended.peer, grace).await;
     }
+    // Every close is counted by its code (a node shutdown closes with 1001).
+    let (code, reason) = conn
+        .close_reason()
+        .unwrap_or((close::GOING_AWAY, "going away"));
+    metrics::counter!(m::CLOSES, "code" => code.to_string()).increment(1);
+    tracing::debug!(conn = conn.id, code, reason, "closed connection");
     drop(slot);
+}
+
+/// The lingering close: the writer sends what is queued and the close frame
+/// while this reads and discards what the client still sends, until the
+/// client's close (or its end of the socket) or `grace`. Dropping a socket
+/// with unread input makes the kernel answer with a reset, and the client's
+/// kernel then throws away our close frame before its reader sees it.
+async fn linger<S>(
+    mut stream: SplitStream<WebSocketStream<S>>,
+    writer: JoinHandle<Option<SplitSink<WebSocketStream<S>, Message>>>,
+    peer: PeerState,
+    grace: Duration,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let deadline = Instant::now() + grace;
+    let abort = writer.abort_handle();
+    // Read through the WebSocket while it parses: it stops at the client's
+    // close frame. After a read error (e.g. the oversized message of a 1009)
+    // the stream is fused and the rest is read raw below.
+    let discard = async {
+        match peer {
+            PeerState::Done => return false,
+            PeerState::Fused => return true,
+            PeerState::Open => {}
+        }
+        loop {
+            match stream.next().await {
+                Some(Ok(Message::Close(_))) | None => return false,
+                Some(Ok(_)) => {}
+                Some(Err(_)) => return true,
+            }
+        }
+    };
+    let (writer, read_raw) = tokio::join!(
+        tokio::time::timeout_at(deadline, writer),
+        tokio::time::timeout_at(deadline, discard)
+    );
+    let sink = match writer {
+        Ok(Ok(sink)) => sink,
+        Ok(Err(_)) => None,
+        Err(_) => {
+            abort.abort();
+            None
+        }
+    };
+    if read_raw != Ok(true) {
+        return;
+    }
+    let Some(Ok(mut ws)) = sink.map(|sink| stream.reunite(sink)) else {
+        return;
+    };
+    let raw = ws.get_mut();
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout_at(deadline, async {
+        while let Ok(n) = raw.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// How the reader ended.
+struct ReadEnd {
+    flow: Flow,
+    peer: PeerState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerState {
+    /// The WebSocket still parses what the client sends.
+    Open,
+    /// The client closed, or its end of the socket is gone.
+    Done,
+    /// A read error fused the WebSocket stream: only raw reads remain.
+    Fused,
 }
 
 /// Reads frames until the connection should close; returns the session's
@@ -85,8 +173,8 @@ async fn read_loop<S>(
     chat: &Arc<Chat>,
     session: &mut Session,
     conn: &Arc<ConnHandle>,
-    mut stream: SplitStream<WebSocketStream<S>>,
-) -> Flow
+    stream: &mut SplitStream<WebSocketStream<S>>,
+) -> ReadEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -102,13 +190,17 @@ where
     tokio::pin!(liveness);
     let node_stopping = chat.shutdown.token().clone();
 
+    let open = |flow| ReadEnd {
+        flow,
+        peer: PeerState::Open,
+    };
     loop {
         let flow = tokio::select! {
             biased;
-            _ = conn.closing().cancelled() => return Flow::Continue,
-            _ = node_stopping.cancelled() => return Flow::Continue,
+            _ = conn.closing().cancelled() => return open(Flow::Continue),
+            _ = node_stopping.cancelled() => return open(Flow::Continue),
             _ = &mut login_deadline, if !session.is_logged_in() => {
-                return Flow::Close(close::LOGIN_TIMEOUT, "login timeout");
+                return open(Flow::Close(close::LOGIN_TIMEOUT, "login timeout"));
             }
             // The session's handlers are boxed while they run: their state
             // machines are large, and an idle connection should not carry
@@ -126,30 +218,43 @@ where
                 match frame {
                     Some(Ok(Message::Text(text))) => Box::pin(session.on_text(text.as_str())).await,
                     Some(Ok(Message::Binary(_))) => session.on_binary(),
-                    Some(Ok(Message::Close(_))) | None => return Flow::Continue,
+                    Some(Ok(Message::Close(_))) | None => {
+                        return ReadEnd { flow: Flow::Continue, peer: PeerState::Done };
+                    }
                     // Pongs and pings only prove liveness; tungstenite
                     // answers pings by itself.
                     Some(Ok(_)) => Flow::Continue,
                     Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
-                        return Flow::Close(close::TOO_BIG, "message too big");
+                        return ReadEnd {
+                            flow: Flow::Close(close::TOO_BIG, "message too big"),
+                            peer: PeerState::Fused,
+                        };
                     }
                     Some(Err(error)) => {
                         tracing::debug!(conn = conn.id, %error, "read error");
-                        return Flow::Continue;
+                        // A socket error leaves nothing to read; a protocol
+                        // error leaves the client's bytes behind.
+                        let peer = match error {
+                            WsError::Io(_) | WsError::ConnectionClosed | WsError::AlreadyClosed => {
+                                PeerState::Done
+                            }
+                            _ => PeerState::Fused,
+                        };
+                        return ReadEnd { flow: Flow::Continue, peer };
                     }
                 }
             }
             _ = &mut liveness => {
                 let deadline = last_seen + ping_timeout;
                 if Instant::now() >= deadline {
-                    return Flow::Close(close::PING_TIMEOUT, "ping timeout");
+                    return open(Flow::Close(close::PING_TIMEOUT, "ping timeout"));
                 }
                 liveness.as_mut().reset(deadline);
                 Flow::Continue
             }
         };
         if let Flow::Close(..) = flow {
-            return flow;
+            return open(flow);
         }
     }
 }
@@ -157,33 +262,36 @@ where
 /// Drains the queue into the socket, batching writes, and pings on an
 /// interval. On close it sends what the session queued last (e.g. the NOTICE
 /// that explains a close), the SHUTDOWN frame when the node is stopping,
-/// and the close frame.
+/// and the close frame. A frame it cannot send closes the connection with
+/// 1011 (the reader sees the close and stops) unless the socket itself is
+/// gone. Returns the sink for the lingering close, unless the socket failed.
 async fn write_loop<S>(
     mut sink: SplitSink<WebSocketStream<S>, Message>,
     conn: Arc<ConnHandle>,
     shutdown: Arc<Shutdown>,
     batch_size: usize,
     ping_interval: Duration,
-) where
+) -> Option<SplitSink<WebSocketStream<S>, Message>>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let sent = tokio::select! {
             biased;
             _ = conn.closing().cancelled() => break,
             _ = shutdown.token().cancelled() => break,
             _ = conn.frames_ready() => {
-                if write_batch(&mut sink, conn.take_frames(), batch_size).await.is_err() {
-                    return;
-                }
+                write_batch(&mut sink, conn.take_frames(), batch_size).await
             }
-            _ = ping.tick() => {
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    return;
-                }
+            _ = ping.tick() => sink.send(Message::Ping(Bytes::new())).await,
+        };
+        if let Err(error) = sent {
+            if !write_failed(&conn, error) {
+                return None;
             }
+            break;
         }
     }
 
@@ -192,23 +300,52 @@ async fn write_loop<S>(
         (None, Some(_)) => (close::GOING_AWAY, "going away"),
         (None, None) => (1000, ""),
     };
-    // A slow consumer's backlog is dropped: it is why it is being closed.
-    if code != close::SLOW_CONSUMER {
+    // A slow consumer's backlog is dropped: it is why it is being closed;
+    // after a failed write the rest is not sent either.
+    if code != close::SLOW_CONSUMER && code != INTERNAL_ERROR {
         let mut last = conn.take_frames();
         if code == close::GOING_AWAY {
             if let Some(notice) = shutdown.notice() {
                 last.push_back(notice.frame.clone());
             }
         }
-        if write_batch(&mut sink, last, batch_size).await.is_err() {
-            return;
+        if let Err(error) = write_batch(&mut sink, last, batch_size).await {
+            if !write_failed(&conn, error) {
+                return None;
+            }
         }
     }
+    let (code, reason) = conn.close_reason().unwrap_or((code, reason));
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: reason.into(),
     };
-    let _ = sink.send(Message::Close(Some(frame))).await;
+    match sink.send(Message::Close(Some(frame))).await {
+        Ok(()) => Some(sink),
+        Err(error) => {
+            tracing::debug!(conn = conn.id, %error, "could not send the close frame");
+            None
+        }
+    }
+}
+
+/// Handles a failed write; returns whether the socket can still take the
+/// close frame. A frame that cannot be sent (too large for the write buffer,
+/// a protocol error) closes with 1011 and is logged: the client would
+/// otherwise stay logged in and miss everything from then on.
+fn write_failed(conn: &ConnHandle, error: WsError) -> bool {
+    match error {
+        WsError::Io(_) | WsError::ConnectionClosed | WsError::AlreadyClosed => {
+            tracing::debug!(conn = conn.id, %error, "socket closed while writing");
+            conn.close(1000, "");
+            false
+        }
+        error => {
+            tracing::warn!(conn = conn.id, peer = %conn.peer, %error, "could not send a frame: closing with 1011");
+            conn.close(INTERNAL_ERROR, "internal error");
+            true
+        }
+    }
 }
 
 /// Feeds the frames and flushes once per `batch_size` frames (and at the

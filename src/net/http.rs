@@ -6,11 +6,12 @@
 //! is spawned on the node's [`TaskTracker`]: axum stops tracking a connection
 //! once it is upgraded, so the tracker is what lets shutdown wait for them.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -21,10 +22,11 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::secret_matches;
+use crate::auth::KeyCheck;
 use crate::backplane::ClusterEvent;
 use crate::chat::Chat;
 use crate::metrics as m;
+use crate::net::edge::{client_ip, parse_cidrs, Cidr, PeerAddr, PerIpLimiter};
 
 const INDEX_HTML: &str = include_str!("../../static/index.html");
 const APP_CSS: &str = include_str!("../../static/app.css");
@@ -34,6 +36,34 @@ const APP_JS: &str = include_str!("../../static/app.js");
 pub struct AppState {
     pub chat: Arc<Chat>,
     pub tracker: TaskTracker,
+    pub(crate) edge: Arc<EdgeState>,
+}
+
+/// What the upgrade needs to know about the client's address.
+pub(crate) struct EdgeState {
+    pub trusted_proxies: Vec<Cidr>,
+    pub per_ip: Arc<PerIpLimiter>,
+}
+
+impl EdgeState {
+    pub(crate) fn new(config: &crate::config::Config) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            trusted_proxies: parse_cidrs(&config.server.trusted_proxies)
+                .map_err(anyhow::Error::msg)?,
+            per_ip: PerIpLimiter::new(config.limits.connections_per_ip),
+        }))
+    }
+
+    /// The client's address of a request (X-Forwarded-For only from a
+    /// trusted proxy).
+    pub(crate) fn client_ip(&self, request: &Request) -> IpAddr {
+        let peer = request
+            .extensions()
+            .get::<PeerAddr>()
+            .map(|p| p.0.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        client_ip(peer, request.headers(), &self.trusted_proxies)
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -90,11 +120,21 @@ async fn upgrade(State(state): State<AppState>, mut request: Request) -> Respons
         Ok(response) => response,
         Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
     };
+    let peer = state.edge.client_ip(&request);
+    let Some(ip_slot) = state.edge.per_ip.acquire(peer) else {
+        metrics::counter!(m::CONNECTIONS_REJECTED, "reason" => "per_ip").increment(1);
+        tracing::info!(%peer, "refused an upgrade: limits.connections_per_ip reached");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from this address\n",
+        )
+            .into_response();
+    };
     let Some(slot) = chat
         .registry
         .open_connection(chat.config.limits.max_connections)
     else {
-        metrics::counter!(m::CONNECTIONS_REJECTED).increment(1);
+        metrics::counter!(m::CONNECTIONS_REJECTED, "reason" => "max_connections").increment(1);
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response();
     };
     let ws_config = websocket_config(&chat.config);
@@ -109,7 +149,8 @@ async fn upgrade(State(state): State<AppState>, mut request: Request) -> Respons
                     Some(ws_config),
                 )
                 .await;
-                crate::net::connection::serve(chat, ws, slot).await;
+                crate::net::connection::serve(chat, ws, slot, peer).await;
+                drop(ip_slot);
             }
             Err(error) => tracing::debug!(%error, "upgrade failed"),
         }
@@ -153,19 +194,35 @@ struct ShutdownBody {
     reason: Option<String>,
 }
 
-async fn admin_shutdown(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
+async fn admin_shutdown(State(state): State<AppState>, request: Request) -> Response {
     let chat = &state.chat;
-    let presented = headers
+    let peer = state.edge.client_ip(&request);
+    let (parts, body) = request.into_parts();
+    // The body is a short JSON object: read at most 64 KiB of it.
+    let body = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(body) => body,
+        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response(),
+    };
+    let presented = parts
+        .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !secret_matches(&chat.config.admin.shutdown_key, presented) {
-        tracing::warn!("refused POST /admin/shutdown: missing or wrong key");
+    let backoff = std::time::Duration::from_millis(chat.config.limits.shutdown_key_backoff_ms);
+    let check = chat
+        .shutdown
+        .key_guard
+        .check(
+            &chat.config.admin.shutdown_key,
+            presented,
+            backoff,
+            "http",
+            peer,
+        )
+        .await;
+    if check != KeyCheck::Accepted {
+        tracing::warn!(actor = "http", %peer, "refused POST /admin/shutdown: missing or wrong key");
         return (StatusCode::UNAUTHORIZED, "unauthorized\n").into_response();
     }
     let reason = if body.iter().all(u8::is_ascii_whitespace) {
@@ -178,7 +235,7 @@ async fn admin_shutdown(
             }
         }
     };
-    tracing::info!("cluster-wide shutdown requested over HTTP");
+    tracing::info!(actor = "http", %peer, "cluster-wide shutdown requested over HTTP");
     match chat
         .backplane
         .publish_event(&ClusterEvent::Shutdown { reason })

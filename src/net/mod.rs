@@ -4,4 +4,5 @@
 
 pub mod admin;
 pub mod connection;
+pub(crate) mod edge;
 pub mod http;

@@ -29,6 +29,7 @@
 //! because Redis is briefly away helps nobody.
 
 mod gap_fill;
+pub(crate) mod connect;
 mod health;
 mod history;
 mod keys;
@@ -48,8 +49,8 @@ use std::time::{Duration, Instant};
 use ::redis::aio::ConnectionLike;
 use ::redis::io::tcp::TcpSettings;
 use ::redis::{
-    AsyncConnectionConfig, Client, ConnectionInfo, FromRedisValue, IntoConnectionInfo,
-    ProtocolVersion, RedisError, ScriptInvocation, Value,
+    AsyncConnectionConfig, Client, ConnectionInfo, FromRedisValue, ProtocolVersion, RedisError,
+    ScriptInvocation, Value,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -182,7 +183,7 @@ pub async fn connect(
         history_max: config.history.max_messages,
         history_ttl_ms: config.history.ttl_secs.saturating_mul(1000),
     };
-    let info = connection_info(&config.redis.url)?;
+    let info = connection_info(&config.redis)?;
     let pool = command_pool(&info, config.redis.pool_size, settings.command_timeout)?;
     let keys = Keys::new(&config.redis.key_prefix);
     let health = Arc::new(Health::new(settings.probe_interval));
@@ -248,7 +249,7 @@ pub async fn publish_shutdown(config: &Config, reason: Option<String>) -> anyhow
         "redis.url is not set: give --url and --key to shut down through a node's HTTP endpoint"
     );
     let timeout = Duration::from_millis(config.redis.command_timeout_ms);
-    let info = connection_info(&config.redis.url)?;
+    let info = connection_info(&config.redis)?;
     let client = Client::open(with_protocol(&info, ProtocolVersion::RESP2))?;
     let keys = Keys::new(&config.redis.key_prefix);
     let payload = serde_json::to_string(&ClusterEvent::Shutdown { reason })?;
@@ -281,11 +282,10 @@ pub async fn publish_shutdown(config: &Config, reason: Option<String>) -> anyhow
 /// 40 ms on Linux: measured in the cluster tests) and, on Linux, a
 /// TCP_USER_TIMEOUT so that a connection whose peer vanished without a
 /// reset (network partition) fails instead of hanging, and is rebuilt.
-fn connection_info(url: &str) -> Result<ConnectionInfo, BackplaneError> {
-    // The error would quote the URL, which may carry a password.
-    let info = url.into_connection_info().map_err(|e| {
-        BackplaneError::Internal(format!("redis.url is invalid ({})", e.category()))
-    })?;
+fn connection_info(redis: &crate::config::RedisConfig) -> Result<ConnectionInfo, BackplaneError> {
+    // rediss:// and redis.tls_ca_file (connect.rs); errors never quote the
+    // URL, which may carry a password.
+    let info = connect::parse_url(redis)?;
     let tcp = TcpSettings::default().set_nodelay(true);
     #[cfg(target_os = "linux")]
     let tcp = tcp.set_user_timeout(USER_TIMEOUT);
@@ -773,7 +773,11 @@ mod tests {
 
     #[test]
     fn invalid_urls_do_not_echo_the_url() {
-        let Err(e) = connection_info("nonsense://user:secret@host") else {
+        let redis = crate::config::RedisConfig {
+            url: "nonsense://user:secret@host".into(),
+            ..Default::default()
+        };
+        let Err(e) = connection_info(&redis) else {
             panic!("accepted");
         };
         assert!(!e.to_string().contains("secret"), "{e}");
