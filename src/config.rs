@@ -18,6 +18,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub public: PublicConfig,
     pub redis: RedisConfig,
+    pub history: HistoryConfig,
     pub auth: AuthConfig,
     pub admin: AdminConfig,
     pub limits: LimitsConfig,
@@ -149,6 +150,43 @@ pub enum AuthMode {
     Open,
     /// A valid JWT is required to log in.
     Token,
+}
+
+/// A room's latest messages, kept for HISTORY_REQUEST and for filling the
+/// gap after a node's subscription was interrupted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Messages kept per room; 0 turns history off (HISTORY answers hold no
+    /// messages, and nothing fills a node's gap). More keeps a longer
+    /// reconnect window at the cost of memory: each message is stored once
+    /// per room, as the frame clients receive (in Redis: one stream entry).
+    pub max_messages: usize,
+    /// A room's history expires this long after its last message. Shorter
+    /// frees idle rooms' memory sooner; a client that comes back later gets
+    /// `complete: false`. 0: never expires (still capped by `max_messages`).
+    pub ttl_secs: u64,
+    /// Most messages in one HISTORY answer (the default and the maximum of
+    /// `limit`). Larger pages mean fewer round trips for a reconnecting
+    /// client, but bigger frames: keep a page of long messages well under
+    /// the client's frame limit and `limits.outbound_queue`.
+    pub page_size: usize,
+    /// Frames of one room held back while the node fills that room's gap
+    /// from history after an interruption of its subscription. Beyond it
+    /// the newest frames are dropped from the buffer and their messages are
+    /// read from history instead (joined/left notices among them are lost).
+    pub gap_buffer: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            max_messages: 200,
+            ttl_secs: 86400,
+            page_size: 100,
+            gap_buffer: 1024,
+        }
+    }
 }
 
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -376,6 +414,8 @@ impl Config {
             ("redis.command_timeout_ms", self.redis.command_timeout_ms),
             ("redis.heartbeat_secs", self.redis.heartbeat_secs),
             ("redis.probe_interval_ms", self.redis.probe_interval_ms),
+            ("history.page_size", self.history.page_size as u64),
+            ("history.gap_buffer", self.history.gap_buffer as u64),
         ] {
             if value == 0 {
                 return bad(key, "must be greater than 0");
@@ -446,6 +486,9 @@ mod tests {
         assert_eq!(c.limits.max_frame_bytes, 16384);
         assert_eq!(c.limits.outbound_queue, 256);
         assert_eq!(c.redis.key_prefix, "swiftchat");
+        assert_eq!(c.history.max_messages, 200);
+        assert_eq!(c.history.ttl_secs, 86400);
+        assert_eq!(c.history.page_size, 100);
         c.validate().unwrap();
     }
 

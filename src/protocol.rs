@@ -25,6 +25,8 @@ pub mod op {
     pub const IDENTIFY: i64 = 5;
     pub const CACHE_REQUEST: i64 = 6;
     pub const NOTICE: i64 = 7;
+    pub const HISTORY_REQUEST: i64 = 8;
+    pub const HISTORY: i64 = 9;
 }
 
 /// WebSocket close codes the server uses.
@@ -55,6 +57,7 @@ pub enum ClientPayload {
     Shutdown(ShutdownRequest),
     Identify(Identify),
     CacheRequest,
+    HistoryRequest(HistoryRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -80,6 +83,25 @@ pub struct Identify {
     pub room: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+}
+
+/// HISTORY_REQUEST (op 8). Every field is optional; a field of the wrong
+/// type (e.g. `after` as a string or negative) is `bad_payload`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct HistoryRequest {
+    #[serde(default)]
+    pub room: Option<String>,
+    /// Messages with a greater `seq`, oldest first.
+    #[serde(default)]
+    pub after: Option<u64>,
+    /// Messages with a smaller `seq` (scrolling back).
+    #[serde(default)]
+    pub before: Option<u64>,
+    #[serde(default)]
+    pub limit: Option<u64>,
+    /// The room's numbering the client knows.
+    #[serde(default)]
+    pub epoch: Option<String>,
 }
 
 /// Why a client frame was refused before any chat rule saw it.
@@ -122,6 +144,11 @@ pub fn parse_client_frame(text: &str) -> Result<ClientPayload, ParseError> {
         op::IDENTIFY => d_object(d).map(ClientPayload::Identify),
         // `d` carries nothing for a cache request; any value is accepted.
         op::CACHE_REQUEST => Ok(ClientPayload::CacheRequest),
+        // Every field is optional: a missing or null `d` asks for the latest.
+        op::HISTORY_REQUEST if d.is_null() => {
+            Ok(ClientPayload::HistoryRequest(HistoryRequest::default()))
+        }
+        op::HISTORY_REQUEST => d_object(d).map(ClientPayload::HistoryRequest),
         other => Err(ParseError::UnknownOp(other)),
     }
 }
@@ -383,6 +410,47 @@ pub fn cache_update(
     )
 }
 
+/// The `d` object of a MESSAGE frame built by [`MessageDraft::frame`]
+/// (`{"op":0,"d":{…}}`), without parsing it. `None` for any other frame.
+pub fn message_d(frame: &[u8]) -> Option<&[u8]> {
+    frame.strip_prefix(MESSAGE_FRAME_HEAD)?.strip_suffix(b"}")
+}
+
+const MESSAGE_FRAME_HEAD: &[u8] = b"{\"op\":0,\"d\":";
+
+/// HISTORY (op 9). `messages` are MESSAGE frames (as stored by the
+/// backplane) in `seq` order; their `d` objects are copied, not re-parsed.
+/// Frames that are not MESSAGE frames are skipped.
+pub fn history(
+    room: &str,
+    epoch: &str,
+    messages: &[Bytes],
+    last_seq: u64,
+    complete: bool,
+) -> Frame {
+    let head = serde_json::json!({ "room": room, "epoch": epoch }).to_string();
+    let capacity = head.len() + 64 + messages.iter().map(|m| m.len()).sum::<usize>();
+    let mut out = String::with_capacity(capacity);
+    out.push_str("{\"op\":9,\"d\":");
+    // `head` is `{…}`: reopen it to append the remaining fields.
+    out.push_str(&head[..head.len() - 1]);
+    out.push_str(",\"messages\":[");
+    let mut first = true;
+    for d in messages.iter().filter_map(|m| message_d(m)) {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        // The frames were built from a Rust String and sliced at ASCII
+        // boundaries, so they are UTF-8.
+        out.push_str(std::str::from_utf8(d).unwrap_or("null"));
+    }
+    out.push_str(&format!(
+        "],\"last_seq\":{last_seq},\"complete\":{complete}}}}}"
+    ));
+    Frame::from(out)
+}
+
 /// A chat message before the cluster gives it its `seq`.
 ///
 /// The MESSAGE frame is built as `prefix + seq + suffix` so that whoever
@@ -479,6 +547,67 @@ mod tests {
             parse_client_frame(r#"{"op":3,"d":{"key":"k"}}"#),
             Ok(ClientPayload::Shutdown(_))
         ));
+        assert_eq!(
+            parse_client_frame(
+                r#"{"op":8,"d":{"room":"a","after":41,"before":50,"limit":5,"epoch":"E"}}"#
+            ),
+            Ok(ClientPayload::HistoryRequest(HistoryRequest {
+                room: Some("a".into()),
+                after: Some(41),
+                before: Some(50),
+                limit: Some(5),
+                epoch: Some("E".into()),
+            }))
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"op":8}"#),
+            Ok(ClientPayload::HistoryRequest(HistoryRequest::default()))
+        );
+    }
+
+    #[test]
+    fn history_request_fields_are_type_checked() {
+        for bad in [
+            r#"{"op":8,"d":{"after":"41"}}"#,
+            r#"{"op":8,"d":{"after":-1}}"#,
+            r#"{"op":8,"d":{"before":1.5}}"#,
+            r#"{"op":8,"d":{"limit":"all"}}"#,
+            r#"{"op":8,"d":{"epoch":7}}"#,
+            r#"{"op":8,"d":{"room":["a"]}}"#,
+            r#"{"op":8,"d":"general"}"#,
+        ] {
+            assert!(
+                matches!(parse_client_frame(bad), Err(ParseError::BadPayload(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_client_frame(r#"{"op":9,"d":{}}"#),
+            Err(ParseError::UnknownOp(9))
+        );
+    }
+
+    #[test]
+    fn history_frame_holds_the_message_objects() {
+        let draft = MessageDraft {
+            author: "Jim".into(),
+            content: "hi }".into(),
+            room: "general".into(),
+            id: "01J".into(),
+            ts: 5,
+        };
+        let frame = history("general", "E1", &[draft.frame(1), draft.frame(2)], 7, false);
+        let v: Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(v["op"], 9);
+        assert_eq!(v["d"]["room"], "general");
+        assert_eq!(v["d"]["epoch"], "E1");
+        assert_eq!(v["d"]["last_seq"], 7);
+        assert_eq!(v["d"]["complete"], false);
+        assert_eq!(v["d"]["messages"][1]["seq"], 2);
+        assert_eq!(v["d"]["messages"][0]["content"], "hi }");
+        let empty: Value =
+            serde_json::from_str(&history("r", "E", &[], 0, true)).unwrap();
+        assert_eq!(empty["d"]["messages"], serde_json::json!([]));
     }
 
     #[test]

@@ -5,21 +5,28 @@
 //! reach the delivery in `seq` order even when several connections post at
 //! once. Delivery only does `try_send`, so the lock is held briefly.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    Backplane, BackplaneResult, ClusterEvent, ClusterSnapshot, Delivery, JoinOutcome, JoinRequest,
-    RoomChange, RoomInfo, RoomMembers,
+    page_complete, Backplane, BackplaneResult, ClusterEvent, ClusterSnapshot, Delivery,
+    HistoryOutcome, HistoryPage, HistoryQuery, JoinOutcome, JoinRequest, RoomChange, RoomInfo,
+    RoomMembers,
 };
+use crate::config::HistoryConfig;
 use crate::protocol::{MessageDraft, RoomSummary};
 
 pub struct MemoryBackplane {
     state: Mutex<State>,
     delivery: Arc<dyn Delivery>,
+    /// Messages kept per room (0: history off).
+    history_max: usize,
+    /// A room's history is dropped this long after its last message.
+    history_ttl: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -29,7 +36,6 @@ struct State {
     rooms: BTreeMap<String, Room>,
 }
 
-#[derive(Default)]
 struct Room {
     owner: Option<String>,
     password_hash: Option<String>,
@@ -38,6 +44,28 @@ struct Room {
     bans: HashSet<String>,
     /// user key → display name.
     members: BTreeMap<String, String>,
+    /// The room's numbering, new with every creation of the room.
+    epoch: String,
+    /// The latest messages: `(seq, MESSAGE frame)`, oldest first, at most
+    /// `history_max`.
+    history: VecDeque<(u64, Bytes)>,
+    last_message_at: Option<Instant>,
+}
+
+impl Default for Room {
+    fn default() -> Self {
+        Self {
+            owner: None,
+            password_hash: None,
+            closed: false,
+            seq: 0,
+            bans: HashSet::new(),
+            members: BTreeMap::new(),
+            epoch: ulid::Ulid::new().to_string(),
+            history: VecDeque::new(),
+            last_message_at: None,
+        }
+    }
 }
 
 impl Room {
@@ -53,7 +81,16 @@ impl Room {
 
 impl MemoryBackplane {
     /// A fresh backplane whose only room is `default_room` (ownerless).
+    /// With the default `[history]` settings.
     pub fn new(default_room: &str, delivery: Arc<dyn Delivery>) -> Arc<Self> {
+        Self::with_history(default_room, &HistoryConfig::default(), delivery)
+    }
+
+    pub fn with_history(
+        default_room: &str,
+        history: &HistoryConfig,
+        delivery: Arc<dyn Delivery>,
+    ) -> Arc<Self> {
         let mut state = State::default();
         state
             .rooms
@@ -61,7 +98,19 @@ impl MemoryBackplane {
         Arc::new(Self {
             state: Mutex::new(state),
             delivery,
+            history_max: history.max_messages,
+            history_ttl: (history.ttl_secs > 0).then(|| Duration::from_secs(history.ttl_secs)),
         })
+    }
+
+    /// Drops `room`'s history if its last message is older than the ttl.
+    fn expire_history(&self, room: &mut Room, now: Instant) {
+        if let (Some(ttl), Some(at)) = (self.history_ttl, room.last_message_at) {
+            if now.duration_since(at) >= ttl {
+                room.history.clear();
+                room.last_message_at = None;
+            }
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -235,8 +284,71 @@ impl Backplane for MemoryBackplane {
         };
         room.seq += 1;
         let seq = room.seq;
-        self.delivery.deliver_room(&draft.room, draft.frame(seq));
+        let frame = draft.frame(seq);
+        if self.history_max > 0 {
+            let now = Instant::now();
+            self.expire_history(room, now);
+            if room.history.len() >= self.history_max {
+                room.history.pop_front();
+            }
+            room.history.push_back((seq, frame.clone()));
+            room.last_message_at = Some(now);
+        }
+        self.delivery.deliver_room(&draft.room, frame);
         Ok(Some(seq))
+    }
+
+    async fn history(
+        &self,
+        name: &str,
+        query: &HistoryQuery<'_>,
+    ) -> BackplaneResult<HistoryOutcome> {
+        let mut state = self.state();
+        let Some(room) = state.rooms.get_mut(name) else {
+            return Ok(HistoryOutcome::NotMember);
+        };
+        if query.member.is_some_and(|user| !room.members.contains_key(user)) {
+            return Ok(HistoryOutcome::NotMember);
+        }
+        self.expire_history(room, Instant::now());
+        let epoch_matched = query.epoch.is_none_or(|e| e == room.epoch);
+        let (after, before) = if epoch_matched {
+            (query.after, query.before)
+        } else {
+            (None, None)
+        };
+        let below = |seq: u64| before.is_none_or(|b| seq < b);
+        let page: Vec<&(u64, Bytes)> = match after {
+            Some(after) => room
+                .history
+                .iter()
+                .filter(|(seq, _)| *seq > after && below(*seq))
+                .take(query.limit)
+                .collect(),
+            None => {
+                let mut latest: Vec<_> = room
+                    .history
+                    .iter()
+                    .rev()
+                    .filter(|(seq, _)| below(*seq))
+                    .take(query.limit)
+                    .collect();
+                latest.reverse();
+                latest
+            }
+        };
+        let seqs: Vec<u64> = page.iter().map(|(seq, _)| *seq).collect();
+        let effective = HistoryQuery {
+            after,
+            before,
+            ..*query
+        };
+        Ok(HistoryOutcome::Page(HistoryPage {
+            complete: page_complete(&effective, room.seq, &seqs, epoch_matched),
+            messages: page.into_iter().map(|(_, frame)| frame.clone()).collect(),
+            last_seq: room.seq,
+            epoch: room.epoch.clone(),
+        }))
     }
 
     async fn publish_to_room(&self, room: &str, frame: Bytes) -> BackplaneResult<()> {

@@ -112,6 +112,71 @@ pub enum RoomChange {
     Delete,
 }
 
+/// A read of a room's history (HISTORY_REQUEST, or a node filling a gap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery<'a> {
+    /// Only a member of the room may read it (checked atomically with the
+    /// read, so a ban or kick that already happened holds); `None` for the
+    /// node's own gap fill.
+    pub member: Option<&'a str>,
+    /// Messages with a greater `seq`, oldest first.
+    pub after: Option<u64>,
+    /// Messages with a smaller `seq`; without `after`, the latest of them.
+    pub before: Option<u64>,
+    /// Most messages returned (at least 1).
+    pub limit: usize,
+    /// The epoch the client knows: when it is not the room's, `after` and
+    /// `before` are ignored and the page is not complete.
+    pub epoch: Option<&'a str>,
+}
+
+/// One page of a room's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// MESSAGE frames as clients receive them, in `seq` order.
+    pub messages: Vec<Bytes>,
+    /// The room's latest `seq` when the page was read.
+    pub last_seq: u64,
+    /// The room's numbering: changes when it is deleted and created again.
+    pub epoch: String,
+    /// See [`page_complete`].
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryOutcome {
+    Page(HistoryPage),
+    /// The room does not exist or the user is not a member of it.
+    NotMember,
+}
+
+/// Whether a page holds every message right next to the requested
+/// position: the same rule for every backplane. `seqs` are the page's
+/// `seq`s in order; `epoch_matched` is false when the client named another
+/// epoch (the page then holds the latest messages).
+///
+/// - With `after = a`: complete when nothing is newer than `a` (below
+///   `before`), or the page starts at `a + 1`.
+/// - Otherwise (latest, or scrolling back below `before`): complete when the
+///   page ends at the newest message below the position and either is full
+///   (`limit` messages: older ones are another page) or starts at seq 1.
+pub fn page_complete(query: &HistoryQuery<'_>, last_seq: u64, seqs: &[u64], epoch_matched: bool) -> bool {
+    if !epoch_matched {
+        return false;
+    }
+    let upper = query
+        .before
+        .map_or(last_seq, |b| b.saturating_sub(1).min(last_seq));
+    match query.after {
+        Some(after) => after >= upper || seqs.first() == Some(&(after + 1)),
+        None => {
+            upper == 0
+                || (seqs.last() == Some(&upper)
+                    && (seqs.len() >= query.limit || seqs.first() == Some(&1)))
+        }
+    }
+}
+
 /// Something every node must act on; published by one node, delivered to
 /// all (including the publisher) through [`Delivery::deliver_event`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,7 +257,7 @@ pub trait Backplane: Send + Sync + 'static {
     async fn room(&self, room: &str) -> BackplaneResult<Option<RoomInfo>>;
 
     /// Applies a change; `false` if the room does not exist. Deleting a room
-    /// also drops its bans and its `seq` counter (a new room of the same name
+    /// also drops its bans, its history and epoch, and its `seq` counter (a new room of the same name
     /// starts at 1). Memberships are not touched: the members are moved by the
     /// [`ClusterEvent::RoomEvacuated`] that the caller publishes.
     async fn change_room(&self, room: &str, change: RoomChange) -> BackplaneResult<bool>;
@@ -215,11 +280,17 @@ pub trait Backplane: Send + Sync + 'static {
     /// Rooms with counts and the total of logged-in users.
     async fn snapshot(&self) -> BackplaneResult<ClusterSnapshot>;
 
-    /// Gives the message the next `seq` of its room and publishes its frame to
+    /// Gives the message the next `seq` of its room, appends it to the room's
+    /// history (capped by `history.max_messages`) and publishes its frame to
     /// the room, atomically, so every member on every node sees the same `seq`
     /// in the same order. `None` when the room is missing or closed (nothing
     /// published).
     async fn publish_message(&self, draft: &MessageDraft) -> BackplaneResult<Option<u64>>;
+
+    /// A page of `room`'s history, read atomically with its `last_seq` and
+    /// `epoch` (and the membership check of `query.member`).
+    async fn history(&self, room: &str, query: &HistoryQuery<'_>)
+        -> BackplaneResult<HistoryOutcome>;
 
     /// Publishes a ready frame (e.g. a joined/left NOTICE) to every member of
     /// `room` on every node.
@@ -263,4 +334,40 @@ pub fn password_hash(room: &str, password: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(after: Option<u64>, before: Option<u64>, limit: usize) -> HistoryQuery<'static> {
+        HistoryQuery {
+            member: None,
+            after,
+            before,
+            limit,
+            epoch: None,
+        }
+    }
+
+    #[test]
+    fn completeness_forwards() {
+        assert!(page_complete(&query(Some(3), None, 10), 6, &[4, 5, 6], true));
+        assert!(page_complete(&query(Some(3), None, 2), 6, &[4, 5], true), "a page may end early");
+        assert!(!page_complete(&query(Some(3), None, 10), 6, &[5, 6], true), "4 was trimmed");
+        assert!(!page_complete(&query(Some(3), None, 10), 6, &[], true), "all expired");
+        assert!(page_complete(&query(Some(6), None, 10), 6, &[], true), "nothing missed");
+        assert!(!page_complete(&query(Some(6), None, 10), 6, &[], false), "other epoch");
+    }
+
+    #[test]
+    fn completeness_latest_and_backwards() {
+        assert!(page_complete(&query(None, None, 10), 3, &[1, 2, 3], true));
+        assert!(page_complete(&query(None, None, 2), 3, &[2, 3], true), "full page");
+        assert!(!page_complete(&query(None, None, 10), 5, &[4, 5], true), "1-3 trimmed");
+        assert!(page_complete(&query(None, None, 10), 0, &[], true), "empty room");
+        assert!(page_complete(&query(None, Some(3), 10), 5, &[1, 2], true));
+        assert!(!page_complete(&query(None, Some(5), 10), 5, &[], true), "all trimmed");
+        assert!(page_complete(&query(None, Some(1), 10), 5, &[], true), "nothing before 1");
+    }
 }

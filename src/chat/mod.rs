@@ -5,6 +5,7 @@
 //! trait, so nothing here knows whether Redis is there.
 
 pub mod commands;
+pub(crate) mod history;
 pub mod rate;
 pub mod session;
 

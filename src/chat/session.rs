@@ -120,7 +120,35 @@ impl Session {
                 Flow::Continue
             }
             Ok(ClientPayload::Shutdown(request)) => self.on_shutdown_request(request).await,
+            Ok(ClientPayload::HistoryRequest(request)) => self.on_history_request(request).await,
         }
+    }
+
+    /// HISTORY_REQUEST: counts toward the message rate; see `history.rs`.
+    async fn on_history_request(&mut self, request: protocol::HistoryRequest) -> Flow {
+        if self.user.is_none() {
+            self.notice(NoticeCode::NotLoggedIn, "Log in first.");
+            return Flow::Continue;
+        }
+        if !self.bucket.try_take(Instant::now()) {
+            return self.rate_limited();
+        }
+        let user = self.user.as_ref().expect("checked above");
+        let chat = &self.chat;
+        let answer = super::history::answer(
+            &*chat.backplane,
+            &chat.config.history,
+            &user.key,
+            &user.room,
+            &request,
+        );
+        match try_backplane!(self, answer) {
+            super::history::HistoryAnswer::Page(frame) => {
+                self.conn.send(frame);
+            }
+            super::history::HistoryAnswer::Refused(code, message) => self.notice(code, &message),
+        }
+        Flow::Continue
     }
 
     /// A binary frame: the protocol is text only.

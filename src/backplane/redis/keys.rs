@@ -9,6 +9,7 @@
 //! | `P:room:{room}` | hash | `owner` (user key, empty for none), `locked`, `pw`, `closed` |
 //! | `P:seq:{room}` | string | last `seq` given in the room |
 //! | `P:bans:{room}` | set | banned user keys |
+//! | `P:history:{room}` | stream | the latest messages: id `<seq>-0`, field `f` = MESSAGE frame (see `history.rs`) |
 //! | `P:members:{room}` | hash | user key → display name |
 //! | `P:names` | hash | user key → node id holding the name |
 //! | `P:node:{id}:users` | hash | user key → room ("" before the first join): what to reap |
@@ -58,6 +59,10 @@ impl Keys {
         format!("{}bans:{room}", self.base)
     }
 
+    pub fn history(&self, room: &str) -> String {
+        format!("{}history:{room}", self.base)
+    }
+
     pub fn members(&self, room: &str) -> String {
         format!("{}members:{room}", self.base)
     }
@@ -93,6 +98,7 @@ mod tests {
             keys.seq("a"),
             keys.bans("a"),
             keys.members("a"),
+            keys.history("a"),
             keys.room_channel("a"),
             keys.events_channel().to_string(),
             keys.probe_channel("n1"),

@@ -26,7 +26,9 @@
 //! trying in the background: an orchestrator restarting nodes in a loop
 //! because Redis is briefly away helps nobody.
 
+mod gap_fill;
 mod health;
+mod history;
 mod keys;
 mod pool;
 mod presence;
@@ -56,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Backplane, BackplaneError, BackplaneResult, ClusterEvent, ClusterSnapshot, Delivery,
-    JoinOutcome, JoinRequest, RoomChange, RoomInfo, RoomMembers,
+    HistoryOutcome, HistoryQuery, JoinOutcome, JoinRequest, RoomChange, RoomInfo, RoomMembers,
 };
 use crate::config::Config;
 use crate::protocol::{MessageDraft, RoomSummary};
@@ -90,6 +92,10 @@ struct Settings {
     /// `limits.presence_notice_max_members`: the reaper announces `left`
     /// only in rooms of at most this many members, like the sessions.
     presence_notice_max_members: u64,
+    /// `history.max_messages` (0: history off).
+    history_max: usize,
+    /// `history.ttl_secs` in ms (0: never expires).
+    history_ttl_ms: u64,
 }
 
 /// One node's connection to the cluster through Redis.
@@ -170,6 +176,8 @@ pub async fn connect(
         probe_interval: Duration::from_millis(config.redis.probe_interval_ms),
         default_room: config.server.default_room.clone(),
         presence_notice_max_members: config.limits.presence_notice_max_members,
+        history_max: config.history.max_messages,
+        history_ttl_ms: config.history.ttl_secs.saturating_mul(1000),
     };
     let info = connection_info(&config.redis.url)?;
     let pool = command_pool(&info, config.redis.pool_size, settings.command_timeout)?;
@@ -183,6 +191,11 @@ pub async fn connect(
         Arc::clone(&delivery),
         Arc::clone(&health),
         settings.command_timeout,
+        if settings.history_max > 0 {
+            config.history.gap_buffer
+        } else {
+            0
+        },
     )?;
     let inner = Arc::new(Inner {
         node_id: node_id.to_string(),
@@ -487,8 +500,14 @@ impl Inner {
                 self.recovered_probe.notify_one();
             }
             Ok(false) => {}
-            Err(e) => tracing::debug!(error = %e, "redis resubscription failed; retrying"),
+            Err(e) => {
+                tracing::debug!(error = %e, "redis resubscription failed; retrying");
+                return true;
+            }
         }
+        // Resubscribed: what was published meanwhile comes from history
+        // (also retries fills that failed at an earlier tick).
+        self.fill_gaps().await;
         true
     }
 
@@ -774,6 +793,14 @@ impl Backplane for RedisBackplane {
             .run::<Option<i64>>("publish_message", Call::Script(call))
             .await?;
         Ok(seq.map(|seq| seq.max(0) as u64))
+    }
+
+    async fn history(
+        &self,
+        room: &str,
+        query: &HistoryQuery<'_>,
+    ) -> BackplaneResult<HistoryOutcome> {
+        self.inner.read_history(room, query).await
     }
 
     async fn publish_to_room(&self, room: &str, frame: Bytes) -> BackplaneResult<()> {

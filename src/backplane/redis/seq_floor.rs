@@ -52,7 +52,7 @@ impl SeqFloors {
 }
 
 /// The `seq` at the end of a MESSAGE frame (`{"op":0,…,"seq":N}}`).
-fn message_seq(frame: &[u8]) -> Option<u64> {
+pub(super) fn message_seq(frame: &[u8]) -> Option<u64> {
     if !frame.starts_with(b"{\"op\":0,") {
         return None;
     }

@@ -22,7 +22,7 @@
 //! only parses, looks up and hands frames to [`Delivery`] (which does
 //! `try_send`), and queues stray rooms with `try_send`. It never blocks.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -57,13 +57,62 @@ struct Shared {
     seq_floors: SeqFloors,
     /// Set on every disconnection: the supervisor subscribes everything again.
     resync: AtomicBool,
+    /// Rooms whose gap (what was published while the subscription was
+    /// interrupted) is being filled from history: their live frames wait
+    /// here, so the missed messages reach clients first. See `gap_fill`.
+    gaps: Mutex<HashMap<String, Gap>>,
+    /// Live frames held per room during a fill; 0 when history is off
+    /// (nothing to fill from: no room is held back).
+    gap_buffer: usize,
     stray: mpsc::Sender<String>,
+}
+
+/// A room waiting for its gap fill.
+#[derive(Default)]
+struct Gap {
+    /// Live frames that arrived since the interruption, in order.
+    frames: VecDeque<Bytes>,
+    /// Frames were dropped from `frames` (full): their messages must be
+    /// read from history again before the room is released.
+    overflowed: bool,
+    /// Fill attempts that failed (Redis did not answer).
+    failures: u32,
 }
 
 impl Shared {
     fn rooms(&self) -> MutexGuard<'_, HashSet<String>> {
         // Plain data: a panic elsewhere does not make it invalid.
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn gaps(&self) -> MutexGuard<'_, HashMap<String, Gap>> {
+        self.gaps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// After a disconnection: every wanted room that has relayed a message
+    /// may have missed some, so its live frames wait for its gap fill. A
+    /// room that has relayed none has no known position to fill from (its
+    /// members can ask HISTORY_REQUEST themselves).
+    fn open_gaps(&self) {
+        if self.gap_buffer == 0 {
+            return;
+        }
+        let rooms: Vec<String> = self
+            .rooms()
+            .iter()
+            .filter(|room| self.seq_floors.floor(room) > 0)
+            .cloned()
+            .collect();
+        let mut gaps = self.gaps();
+        for room in rooms {
+            gaps.entry(room).or_default();
+        }
+    }
+
+    /// Observes and delivers a frame of `room` (not held back).
+    fn relay(&self, room: &str, frame: Bytes) {
+        self.seq_floors.observe(room, &frame);
+        self.delivery.deliver_room(room, frame);
     }
 
     fn on_push(&self, push: PushInfo) {
@@ -85,6 +134,7 @@ impl Shared {
                 metrics::counter!(telemetry::RECONNECTS).increment(1);
                 tracing::warn!("redis subscriber connection lost; reconnecting");
                 self.health.set_subscribed(false);
+                self.open_gaps();
                 self.resync.store(true, Ordering::Release);
             }
             // PushKind is non-exhaustive; unsubscribe confirmations and
@@ -95,9 +145,20 @@ impl Shared {
 
     fn on_message(&self, channel: &[u8], payload: Vec<u8>) {
         if let Some(room) = self.keys.room_of_channel(channel) {
-            self.seq_floors.observe(room, &payload);
+            let frame = Bytes::from(payload);
+            {
+                let mut gaps = self.gaps();
+                if let Some(gap) = gaps.get_mut(room) {
+                    if gap.frames.len() < self.gap_buffer {
+                        gap.frames.push_back(frame);
+                    } else {
+                        gap.overflowed = true;
+                    }
+                    return;
+                }
+            }
             // Relayed verbatim: the bytes are the frame clients receive.
-            self.delivery.deliver_room(room, Bytes::from(payload));
+            self.relay(room, frame);
         } else if channel == self.keys.events_channel().as_bytes() {
             match serde_json::from_slice::<ClusterEvent>(&payload) {
                 Ok(event) => {
@@ -169,6 +230,7 @@ impl Subscriber {
         delivery: Arc<dyn Delivery>,
         health: Arc<Health>,
         timeout: Duration,
+        gap_buffer: usize,
     ) -> BackplaneResult<(Self, mpsc::Receiver<String>)> {
         let (stray, stray_rx) = mpsc::channel(STRAY_QUEUE);
         let shared = Arc::new(Shared {
@@ -179,6 +241,8 @@ impl Subscriber {
             rooms: Mutex::new(HashSet::new()),
             seq_floors: SeqFloors::default(),
             resync: AtomicBool::new(true),
+            gaps: Mutex::new(HashMap::new()),
+            gap_buffer,
             stray,
         });
         let sender = Arc::clone(&shared);
@@ -238,6 +302,7 @@ impl Subscriber {
             metrics::gauge!(telemetry::SUBSCRIPTIONS).decrement(1.0);
         }
         self.shared.seq_floors.forget(room);
+        self.shared.gaps().remove(room);
         let result = self
             .unsubscribe_channel(self.shared.keys.room_channel(room))
             .await;
@@ -316,6 +381,71 @@ impl Subscriber {
         }
         self.shared.health.set_subscribed(true);
         Ok(true)
+    }
+
+    // ---- gap fill (driven by the supervisor, see `gap_fill.rs`) ----------
+
+    /// Rooms waiting for their gap fill.
+    pub fn gap_rooms(&self) -> Vec<String> {
+        self.shared.gaps().keys().cloned().collect()
+    }
+
+    /// Delivers messages read from history for a room being filled: those
+    /// after the last `seq` relayed, in order. Returns the new floor.
+    pub fn deliver_missed(&self, room: &str, messages: Vec<(u64, Bytes)>) -> u64 {
+        let mut floor = self.shared.seq_floors.floor(room);
+        for (seq, frame) in messages {
+            if seq > floor {
+                self.shared.relay(room, frame);
+                floor = seq;
+            }
+        }
+        floor
+    }
+
+    /// Releases a filled room: its held frames go out (messages already
+    /// delivered from history skipped), then live frames flow again. Returns
+    /// `false`, keeping the room held, when frames were dropped from its
+    /// buffer: read history again first. `force` releases it regardless
+    /// (the fill gave up, or the room was deleted meanwhile).
+    pub fn release_gap(&self, room: &str, force: bool) -> bool {
+        let mut gaps = self.shared.gaps();
+        let Some(gap) = gaps.get_mut(room) else {
+            return true;
+        };
+        if gap.overflowed && !force {
+            gap.overflowed = false;
+            gap.frames.clear();
+            return false;
+        }
+        let gap = gaps.remove(room).expect("present");
+        // Delivered under the lock: a live frame arriving now waits for the
+        // held ones, so the room's order holds.
+        let mut floor = self.shared.seq_floors.floor(room);
+        for frame in gap.frames {
+            match super::seq_floor::message_seq(&frame) {
+                Some(seq) if seq <= floor => continue,
+                Some(seq) => floor = seq,
+                None => {}
+            }
+            self.shared.relay(room, frame);
+        }
+        true
+    }
+
+    /// Counts a failed fill of `room`; returns the failures so far.
+    pub fn gap_failed(&self, room: &str) -> u32 {
+        let mut gaps = self.shared.gaps();
+        gaps.get_mut(room).map_or(0, |gap| {
+            gap.failures += 1;
+            gap.failures
+        })
+    }
+
+    /// The room was renumbered (deleted and created again) while its
+    /// subscription was interrupted: the old floor means nothing any more.
+    pub fn forget_floor(&self, room: &str) {
+        self.shared.seq_floors.forget(room);
     }
 
     /// Number of channels held: wanted rooms plus events and probe.

@@ -35,6 +35,9 @@ pub const PRESENCE_NOTICES: &str = "swiftchat_redis_presence_notices_total";
 /// CACHE_UPDATE snapshots served from a snapshot script that another
 /// caller had started after this one asked (see `Snapshots` in `mod.rs`).
 pub const SNAPSHOTS_SHARED: &str = "swiftchat_redis_snapshots_shared_total";
+/// Messages delivered from history to fill a gap after the subscription
+/// was interrupted.
+pub const GAP_FILLED: &str = "swiftchat_redis_gap_filled_messages_total";
 /// Events or probes from Redis that could not be parsed.
 pub const BAD_PUSHES: &str = "swiftchat_redis_bad_pushes_total";
 
@@ -67,6 +70,10 @@ pub fn describe() {
         metrics::describe_counter!(
             SNAPSHOTS_SHARED,
             "Snapshots served by a script another caller started after this one asked."
+        );
+        metrics::describe_counter!(
+            GAP_FILLED,
+            "Messages delivered from history after the subscription was interrupted."
         );
         metrics::describe_counter!(BAD_PUSHES, "Pub/sub payloads that could not be parsed.");
     });

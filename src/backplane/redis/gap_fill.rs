@@ -1,0 +1,108 @@
+//! Gap fill (cluster guarantee 1): after the node's subscription was
+//! interrupted (killed connection, Redis restart), each subscribed room's
+//! messages published meanwhile are read from history, from the last `seq`
+//! this node relayed, and delivered before the room's newer frames.
+//!
+//! The subscriber holds a room's live frames back from the moment the
+//! connection drops (`Subscriber::open_gaps`, bounded by
+//! `history.gap_buffer`); once resubscribed, the supervisor runs
+//! [`Inner::fill_gaps`]: one history read per room (a read covers the whole
+//! retention, `history.max_messages`), then the held frames, skipping what
+//! history already delivered. A room whose buffer overflowed is read again.
+//! If Redis does not answer, the fill is retried at the next supervisor tick,
+//! and after [`MAX_FILL_FAILURES`] the room is released as it is (its
+//! clients then see a gap in `seq`, as they would without history).
+
+use super::history;
+use super::{Call, Inner};
+use crate::backplane::{HistoryOutcome, HistoryQuery};
+
+/// Failed fills of a room before it is released without its gap.
+const MAX_FILL_FAILURES: u32 = 10;
+/// Reads of one room in one fill (each after an overflow of its buffer).
+const MAX_READS_PER_FILL: usize = 8;
+
+impl Inner {
+    /// Fills every held room's gap; see the module docs.
+    pub(super) async fn fill_gaps(&self) {
+        for room in self.subscriber.gap_rooms() {
+            self.fill_gap(&room).await;
+        }
+    }
+
+    async fn fill_gap(&self, room: &str) {
+        for _ in 0..MAX_READS_PER_FILL {
+            let floor = self.subscriber.seq_floor(room);
+            let query = HistoryQuery {
+                member: None,
+                after: Some(floor),
+                before: None,
+                limit: self.settings.history_max.max(1),
+                epoch: None,
+            };
+            let outcome = match self.read_history(room, &query).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    let failures = self.subscriber.gap_failed(room);
+                    tracing::warn!(%room, error = %e, failures, "gap fill failed; retrying");
+                    if failures >= MAX_FILL_FAILURES {
+                        self.subscriber.release_gap(room, true);
+                    }
+                    return;
+                }
+            };
+            let page = match outcome {
+                // Deleted meanwhile: nothing to fill.
+                HistoryOutcome::NotMember => {
+                    self.subscriber.release_gap(room, true);
+                    return;
+                }
+                HistoryOutcome::Page(page) => page,
+            };
+            if page.last_seq < floor {
+                // Deleted and created again meanwhile: a new numbering.
+                self.subscriber.forget_floor(room);
+                self.subscriber.release_gap(room, true);
+                return;
+            }
+            let missed = page
+                .messages
+                .into_iter()
+                .filter_map(|frame| {
+                    let seq = super::seq_floor::message_seq(&frame)?;
+                    Some((seq, frame))
+                })
+                .collect::<Vec<_>>();
+            let filled = missed.len();
+            let new_floor = self.subscriber.deliver_missed(room, missed);
+            if filled > 0 {
+                metrics::counter!(super::telemetry::GAP_FILLED).increment(filled as u64);
+                tracing::info!(%room, from = floor + 1, to = new_floor, "gap filled from history");
+            }
+            if self.subscriber.release_gap(room, false) {
+                return;
+            }
+        }
+        self.subscriber.release_gap(room, true);
+    }
+
+    /// One history read (see `history.rs`).
+    pub(super) async fn read_history(
+        &self,
+        room: &str,
+        query: &HistoryQuery<'_>,
+    ) -> crate::backplane::BackplaneResult<HistoryOutcome> {
+        let mut call = history::READ.prepare_invoke();
+        call.key(self.keys.room(room))
+            .key(self.keys.seq(room))
+            .key(self.keys.history(room))
+            .key(self.keys.members(room));
+        for arg in history::read_args(query) {
+            call.arg(arg);
+        }
+        let reply = self
+            .run::<Option<Vec<::redis::Value>>>("read_history", Call::Script(call))
+            .await?;
+        history::parse_read(query, reply)
+    }
+}
