@@ -672,6 +672,21 @@
     nextHistoryRequest();
   }
 
+  /** A history request counts against the message rate limit: a
+   * `rate_limited` notice while one is in flight may be its answer, so it is
+   * sent again a little later (an extra answer is ignored). */
+  function retryHistory() {
+    const req = state.inflight;
+    clearTimeout(req.timer);
+    req.retries = (req.retries || 0) + 1;
+    if (req.retries > 3) { historyFailed(); return; }
+    req.timer = setTimeout(() => {
+      if (state.inflight !== req) return;
+      send(OP.HISTORY_REQUEST, req.d);
+      req.timer = setTimeout(() => { if (state.inflight === req) historyFailed(); }, HISTORY_TIMEOUT_MS);
+    }, 1000 + Math.random() * 1000);
+  }
+
   function onHistory(d) {
     const req = state.inflight;
     if (!req || str(d.room) !== req.room) return; // nobody waits for this answer any more
@@ -922,6 +937,7 @@
             historyFailed();
             if (code === 'unknown_op') return;
           }
+          if (code === 'rate_limited' && state.inflight) retryHistory();
           if (code === 'rate_limited' && state.pendingUsers > 0) state.pendingUsers -= 1;
           addNotice('error', code, message || code);
           if (code === 'banned' || code === 'room_locked' || code === 'room_closed' || code === 'no_such_room') {

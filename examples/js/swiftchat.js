@@ -292,6 +292,8 @@ export class SwiftChatClient {
       // moved on): stop waiting for it.
       if (d.code === 'unknown_op') this.history = false;
       this._historyFailed();
+    } else if (op === Op.NOTICE && d && this._inflight && d.code === 'rate_limited') {
+      this._retryHistory();
     }
     const event = EVENT_OF_OP[op];
     if (event) this._emit(event, d);
@@ -447,6 +449,26 @@ export class SwiftChatClient {
       this._releaseHeld(false);
     }
     this._next();
+  }
+
+  /** A history request counts against the message rate limit: a
+   * `rate_limited` notice while one is in flight may be its answer, so it is
+   * sent again a little later (an extra answer is ignored). */
+  _retryHistory() {
+    const req = this._inflight;
+    clearTimeout(req.timer);
+    req.retries = (req.retries || 0) + 1;
+    if (req.retries > 3) {
+      this._historyFailed();
+      return;
+    }
+    req.timer = setTimeout(() => {
+      if (this._inflight !== req) return;
+      this.sendPayload(Op.HISTORY_REQUEST, req.d);
+      req.timer = setTimeout(() => {
+        if (this._inflight === req) this._historyFailed();
+      }, HISTORY_TIMEOUT_MS);
+    }, 1000 + Math.random() * 1000);
   }
 
   _request(req) {

@@ -377,6 +377,8 @@ class SwiftChatClient:
             if d.get("code") == "unknown_op":
                 self.history = False
             await self._history_failed()
+        elif op == NOTICE and isinstance(d, dict) and self._inflight and d.get("code") == "rate_limited":
+            self._retry_history()
         event = _EVENT_OF_OP.get(op) if isinstance(op, int) else None
         if event:
             await self._emit(event, d)
@@ -532,6 +534,28 @@ class SwiftChatClient:
             self._history_timer.cancel()
         self._history_timer = loop.call_later(HISTORY_TIMEOUT, self._history_timeout_fired, req)
         return True
+
+    def _retry_history(self) -> None:
+        """A history request counts against the message rate limit: a
+        ``rate_limited`` notice while one is in flight may be its answer, so it
+        is sent again a little later (an extra answer is ignored)."""
+        req = self._inflight
+        assert req is not None
+        if self._history_timer:
+            self._history_timer.cancel()
+        req["retries"] = req.get("retries", 0) + 1
+        if req["retries"] > 3:
+            asyncio.ensure_future(self._history_failed())
+            return
+
+        def resend() -> None:
+            if self._inflight is not req:
+                return
+            asyncio.ensure_future(self.send_payload(HISTORY_REQUEST, req["d"]))
+            self._history_timer = asyncio.get_running_loop().call_later(
+                HISTORY_TIMEOUT, self._history_timeout_fired, req)
+
+        self._history_timer = asyncio.get_running_loop().call_later(random.uniform(1.0, 2.0), resend)
 
     def _history_timeout_fired(self, req: dict) -> None:
         if self._inflight is req:
