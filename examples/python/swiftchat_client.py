@@ -433,6 +433,9 @@ class SwiftChatClient:
         if not req or d.get("room") != req["room"]:
             return  # an answer nobody waits for any more
         self._inflight = None
+        if self._history_timer:
+            self._history_timer.cancel()
+            self._history_timer = None
         messages = sorted((m for m in d.get("messages") or [] if isinstance(m, dict)
                            and isinstance(m.get("seq"), int)), key=lambda m: m["seq"])
         last_seq = d.get("last_seq")
