@@ -362,7 +362,11 @@ fn earlier_messages_are_printed_on_login_and_on_join() {
     bob.close_stdin();
     let (ok, err) = bob.wait_exit();
     assert!(ok, "stderr: {err}");
-    for line in ["[general] alice: one", "[side] alice: said in side", "[side] alice: live now"] {
+    for line in [
+        "[general] alice: one",
+        "[side] alice: said in side",
+        "[side] alice: live now",
+    ] {
         assert_eq!(
             bob.seen.iter().filter(|l| *l == line).count(),
             1,
