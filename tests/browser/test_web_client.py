@@ -164,8 +164,14 @@ def test_page_and_assets_are_served_self_contained(node):
 
 
 def test_two_people_chat_switch_rooms_ban_and_shutdown(node, browsers):
+    # Said before anyone logs in: shown as earlier messages (and in the screenshots).
+    carol = Talker(node.ws_url, "carol")
+    carol.say("Morning! The release notes draft is in the team doc.", "Standup moves to 10:30 today.")
+    carol.close()
     alice, bob = browsers(), browsers()
     login(alice, node.http_url, "alice")
+    wait_until(alice, lambda d: [m["seq"] for m in room_messages(d) if m["earlier"]] == [1, 2],
+               "carol's messages shown as earlier ones")
     login(bob, node.http_url, "bob")
 
     # Room list and people come from CACHE_UPDATE, \users and joined notices.
@@ -191,7 +197,7 @@ def test_two_people_chat_switch_rooms_ban_and_shutdown(node, browsers):
     wait_until(alice, lambda d: has_message(d, "bob", "Almost, the changelog is at https://example.com/changes"),
                "alice receives bob's message")
     msg = [m for m in messages(alice) if m["author"] == "bob"][0]
-    assert msg["room"] == "general" and msg["seq"] == "2"
+    assert msg["room"] == "general" and msg["seq"] == "4"
     assert msg["time"].strip(), "the message shows its time"
     link = alice.find_element(By.CSS_SELECTOR, "#messages .msg-content a")
     assert link.get_attribute("href") == "https://example.com/changes"
