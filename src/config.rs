@@ -171,6 +171,11 @@ pub struct HistoryConfig {
     /// client, but bigger frames: keep a page of long messages well under
     /// the client's frame limit and `limits.outbound_queue`.
     pub page_size: usize,
+    /// Most bytes of messages in one HISTORY answer: a page of long
+    /// messages ends earlier (it always holds at least one). Bounds what a
+    /// client's requests can put in its outgoing queue; larger pages mean
+    /// fewer round trips for rooms with long messages.
+    pub max_page_bytes: usize,
     /// Frames of one room held back while the node fills that room's gap
     /// from history after an interruption of its subscription. Beyond it
     /// the newest frames are dropped from the buffer and their messages are
@@ -184,6 +189,7 @@ impl Default for HistoryConfig {
             max_messages: 200,
             ttl_secs: 86400,
             page_size: 100,
+            max_page_bytes: 65536,
             gap_buffer: 1024,
         }
     }
@@ -416,6 +422,7 @@ impl Config {
             ("redis.probe_interval_ms", self.redis.probe_interval_ms),
             ("history.page_size", self.history.page_size as u64),
             ("history.gap_buffer", self.history.gap_buffer as u64),
+            ("history.max_page_bytes", self.history.max_page_bytes as u64),
         ] {
             if value == 0 {
                 return bad(key, "must be greater than 0");

@@ -464,7 +464,7 @@ async fn subscriptions_follow_local_members_and_prefix() {
     bounded(async {
         let cluster = Cluster::start_with(2, |c| c.redis.key_prefix = "sctest".into()).await;
         let redis = &cluster.redis;
-        let channel = "sctest:ch:room:subs";
+        let channel = "sctest:ch:{subs}";
         assert_eq!(numsub(redis, channel), 0);
         let mut a = cluster.node(0).login("SubsA").await;
         a.create_room("subs").await;

@@ -150,8 +150,8 @@ async fn redis_outage_of_20s_then_recovery_without_reconnect() {
         impostor.recv_until(&expect::notice("name_taken")).await;
         // The member that left during the outage: its node dropped the
         // subscription the client library restored.
-        wait_numsub(&cluster.redis, "swiftchat:ch:room:strayroom", 0).await;
-        wait_numsub(&cluster.redis, "swiftchat:ch:room:outroom", 2).await;
+        wait_numsub(&cluster.redis, "swiftchat:ch:{strayroom}", 0).await;
+        wait_numsub(&cluster.redis, "swiftchat:ch:{outroom}", 2).await;
         b.send_message("reply").await;
         a.recv_until(&expect::message("OutB", "reply")).await;
     })
@@ -319,7 +319,7 @@ async fn killed_subscriber_connection_resubscribes() {
         let took = killed.elapsed();
         report("subscriber killed: cross-node delivery again", took);
         assert!(took <= FIVE_SECONDS);
-        wait_numsub(&cluster.redis, "swiftchat:ch:room:general", 2).await;
+        wait_numsub(&cluster.redis, "swiftchat:ch:{general}", 2).await;
 
         // Kill it over and over: the node is not ready meanwhile, although
         // every command still works.
@@ -394,26 +394,30 @@ async fn reaped_node_reregisters_and_evacuates_deleted_rooms() {
             client.settle().await;
         }
 
-        let nodes = strings(redis.cmd(&["ZRANGE", "swiftchat:nodes", "0", "-1"]));
+        let nodes = strings(redis.cmd(&["ZRANGE", "swiftchat:{global}:nodes", "0", "-1"]));
         assert_eq!(nodes.len(), 1, "{nodes:?}");
         let node = &nodes[0];
-        let users_key = format!("swiftchat:node:{node}:users");
+        let users_key = format!("swiftchat:{{global}}:node:{node}:users");
         let listed = strings(redis.cmd(&["HGETALL", &users_key]));
         assert_eq!(listed.len(), 6, "3 users with their rooms: {listed:?}");
         for pair in listed.chunks(2) {
-            redis.cmd(&["HDEL", "swiftchat:names", &pair[0]]);
-            redis.cmd(&["HDEL", &format!("swiftchat:members:{}", pair[1]), &pair[0]]);
+            redis.cmd(&["HDEL", "swiftchat:{global}:names", &pair[0]]);
+            redis.cmd(&[
+                "HDEL",
+                &format!("swiftchat:members:{{{}}}", pair[1]),
+                &pair[0],
+            ]);
         }
         for cmd in [
             vec!["DEL", users_key.as_str()],
-            vec!["ZREM", "swiftchat:nodes", node.as_str()],
-            vec!["DEL", &format!("swiftchat:node:{node}:token")],
+            vec!["ZREM", "swiftchat:{global}:nodes", node.as_str()],
+            vec!["DEL", &format!("swiftchat:{{global}}:node:{node}:token")],
             vec![
                 "DEL",
-                "swiftchat:room:goneroom",
-                "swiftchat:members:goneroom",
+                "swiftchat:room:{goneroom}",
+                "swiftchat:members:{goneroom}",
             ],
-            vec!["SREM", "swiftchat:rooms", "goneroom"],
+            vec!["SREM", "swiftchat:{global}:rooms", "goneroom"],
         ] {
             redis.cmd(&cmd);
         }

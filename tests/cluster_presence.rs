@@ -167,14 +167,14 @@ async fn kill9_announces_left_once_with_two_survivors() {
 /// exist); its heartbeat is ancient. The heartbeat goes last, so a reaper
 /// sees the node only once it is complete.
 fn write_dead_node(redis: &RedisServer, node: &str, users: &[(String, String, String)]) {
-    let users_key = format!("swiftchat:node:{node}:users");
+    let users_key = format!("swiftchat:{{global}}:node:{node}:users");
     for chunk in users.chunks(500) {
-        let mut names = vec!["HSET".to_string(), "swiftchat:names".to_string()];
+        let mut names = vec!["HSET".to_string(), "swiftchat:{global}:names".to_string()];
         let mut listed = vec!["HSET".to_string(), users_key.clone()];
         for (key, display, room) in chunk {
             names.extend([key.clone(), node.to_string()]);
             listed.extend([key.clone(), room.clone()]);
-            let members = format!("swiftchat:members:{room}");
+            let members = format!("swiftchat:members:{{{room}}}");
             redis_ok(redis, &["HSET", &members, key, display]);
         }
         redis_ok(redis, &names.iter().map(String::as_str).collect::<Vec<_>>());
@@ -183,7 +183,7 @@ fn write_dead_node(redis: &RedisServer, node: &str, users: &[(String, String, St
             &listed.iter().map(String::as_str).collect::<Vec<_>>(),
         );
     }
-    redis_ok(redis, &["ZADD", "swiftchat:nodes", "1", node]);
+    redis_ok(redis, &["ZADD", "swiftchat:{global}:nodes", "1", node]);
 }
 
 fn redis_ok(redis: &RedisServer, args: &[&str]) {
@@ -233,7 +233,7 @@ async fn login_taking_over_a_dead_nodes_name_announces_left() {
             matches!(
                 cluster
                     .redis
-                    .cmd(&["ZSCORE", "swiftchat:nodes", "ghostnode"]),
+                    .cmd(&["ZSCORE", "swiftchat:{global}:nodes", "ghostnode"]),
                 Resp::Bulk(Some(_))
             ),
             "the dead node was reaped: the test did not exercise the takeover"

@@ -23,6 +23,7 @@ backend_tests!(
     bad_fields_are_bad_payload,
     history_off_keeps_nothing,
     requests_count_toward_the_rate_limit,
+    long_messages_end_a_page_early,
 );
 
 /// Sends op 8 with `d` and returns the HISTORY's `d`.
@@ -293,4 +294,26 @@ async fn requests_count_toward_the_rate_limit(backend: Backend) {
     a.expect_op(9).await;
     a.send_json(json!({"op": 8, "d": {}})).await;
     a.expect_notice("rate_limited").await;
+}
+
+async fn long_messages_end_a_page_early(backend: Backend) {
+    let node = TestNode::start(backend, |c| {
+        relaxed(c);
+        c.history.max_page_bytes = 1200;
+    })
+    .await;
+    let mut a = node.login("Verbose").await;
+    a.create_room("verbose").await;
+    for i in 1..=5 {
+        a.roundtrip(&format!("{i}{}", "x".repeat(400))).await;
+    }
+    // About 500 bytes per stored frame: two fit in 1200 bytes.
+    let d = history(&mut a, json!({"after": 0})).await;
+    assert_eq!(seqs(&d), [1, 2], "{d}");
+    assert_eq!(d["complete"], true);
+    let d = history(&mut a, json!({"after": 2})).await;
+    assert_eq!(seqs(&d), [3, 4]);
+    let d = history(&mut a, json!({})).await;
+    assert_eq!(seqs(&d), [4, 5], "the latest are kept: {d}");
+    assert_eq!(d["complete"], true);
 }

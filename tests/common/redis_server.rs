@@ -13,6 +13,8 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// Append-only file on (fsync always): a restart keeps the data.
+    persistent: bool,
 }
 
 /// Path of `redis-server`, or a panic telling how to install it.
@@ -38,17 +40,29 @@ impl RedisServer {
     /// Starts a fresh `redis-server` on a free port and waits until it
     /// answers PING (up to 5 s). Panics if it cannot be started.
     pub fn start() -> RedisServer {
+        Self::start_with(false)
+    }
+
+    /// Like [`RedisServer::start`], with the append-only file on (fsync
+    /// always), so that [`RedisServer::restart`] comes back with every
+    /// write acknowledged before the kill.
+    pub fn start_persistent() -> RedisServer {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> RedisServer {
         let exe = redis_server_path();
         let mut last_err = String::new();
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("temp dir for redis");
             let port = free_port();
-            match spawn(&exe, dir.path(), port) {
+            match spawn(&exe, dir.path(), port, persistent) {
                 Ok(child) => {
                     let mut server = RedisServer {
                         child: Some(child),
                         port,
                         dir,
+                        persistent,
                     };
                     match server.wait_ready(Duration::from_secs(5)) {
                         Ok(()) => return server,
@@ -90,14 +104,15 @@ impl RedisServer {
         self.kill();
     }
 
-    /// Starts the server again on the same port (empty) and waits until it
+    /// Starts the server again on the same port (empty, unless started with
+    /// [`RedisServer::start_persistent`]) and waits until it
     /// answers PING. Stops it first if it is running.
     pub fn restart(&mut self) {
         self.kill();
         let exe = redis_server_path();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let child = spawn(&exe, self.dir.path(), self.port).expect("spawn redis-server");
+            let child = spawn(&exe, self.dir.path(), self.port, self.persistent).expect("spawn redis-server");
             self.child = Some(child);
             match self.wait_ready(Duration::from_secs(5)) {
                 Ok(()) => return,
@@ -168,7 +183,8 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn(exe: &Path, dir: &Path, port: u16) -> std::io::Result<Child> {
+fn spawn(exe: &Path, dir: &Path, port: u16, persistent: bool) -> std::io::Result<Child> {
+    let appendonly = if persistent { "yes" } else { "no" };
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -182,7 +198,9 @@ fn spawn(exe: &Path, dir: &Path, port: u16) -> std::io::Result<Child> {
             "--save",
             "",
             "--appendonly",
-            "no",
+            appendonly,
+            "--appendfsync",
+            "always",
             "--dir",
         ])
         .arg(dir)

@@ -8,13 +8,15 @@
 //! `history.gap_buffer`); once resubscribed, the supervisor runs
 //! [`Inner::fill_gaps`]: one history read per room (a read covers the whole
 //! retention, `history.max_messages`), then the held frames, skipping what
-//! history already delivered. A room whose buffer overflowed is read again.
+//! history already delivered. A room whose buffer overflowed is read again;
+//! one whose connection dropped again meanwhile stays held until the next
+//! fill, after the resubscription.
 //! If Redis does not answer, the fill is retried at the next supervisor tick,
 //! and after [`MAX_FILL_FAILURES`] the room is released as it is (its
 //! clients then see a gap in `seq`, as they would without history).
 
-use super::history;
-use super::{Call, Inner};
+use super::subscriber::GapRelease;
+use super::Inner;
 use crate::backplane::{HistoryOutcome, HistoryQuery};
 
 /// Failed fills of a room before it is released without its gap.
@@ -40,13 +42,13 @@ impl Inner {
                 limit: self.settings.history_max.max(1),
                 epoch: None,
             };
-            let outcome = match self.read_history(room, &query).await {
+            let outcome = match super::scripts::read_history(self, &self.keys, room, &query).await {
                 Ok(outcome) => outcome,
                 Err(e) => {
                     let failures = self.subscriber.gap_failed(room);
                     tracing::warn!(%room, error = %e, failures, "gap fill failed; retrying");
                     if failures >= MAX_FILL_FAILURES {
-                        self.subscriber.release_gap(room, true);
+                        self.subscriber.release_gap(room, true, false);
                     }
                     return;
                 }
@@ -54,15 +56,17 @@ impl Inner {
             let page = match outcome {
                 // Deleted meanwhile: nothing to fill.
                 HistoryOutcome::NotMember => {
-                    self.subscriber.release_gap(room, true);
+                    self.subscriber.release_gap(room, true, false);
                     return;
                 }
                 HistoryOutcome::Page(page) => page,
             };
             if page.last_seq < floor {
-                // Deleted and created again meanwhile: a new numbering.
-                self.subscriber.forget_floor(room);
-                self.subscriber.release_gap(room, true);
+                // A numbering this node does not know: the room was deleted
+                // and created again, or Redis lost its counter (the floor
+                // is kept: the next publish continues above it, see
+                // `seq_floor.rs`). Nothing to fill from; pass on what came.
+                self.subscriber.release_gap(room, true, true);
                 return;
             }
             let missed = page
@@ -79,30 +83,11 @@ impl Inner {
                 metrics::counter!(super::telemetry::GAP_FILLED).increment(filled as u64);
                 tracing::info!(%room, from = floor + 1, to = new_floor, "gap filled from history");
             }
-            if self.subscriber.release_gap(room, false) {
-                return;
+            match self.subscriber.release_gap(room, false, false) {
+                GapRelease::Released | GapRelease::Pending => return,
+                GapRelease::Overflowed => {}
             }
         }
-        self.subscriber.release_gap(room, true);
-    }
-
-    /// One history read (see `history.rs`).
-    pub(super) async fn read_history(
-        &self,
-        room: &str,
-        query: &HistoryQuery<'_>,
-    ) -> crate::backplane::BackplaneResult<HistoryOutcome> {
-        let mut call = history::READ.prepare_invoke();
-        call.key(self.keys.room(room))
-            .key(self.keys.seq(room))
-            .key(self.keys.history(room))
-            .key(self.keys.members(room));
-        for arg in history::read_args(query) {
-            call.arg(arg);
-        }
-        let reply = self
-            .run::<Option<Vec<::redis::Value>>>("read_history", Call::Script(call))
-            .await?;
-        history::parse_read(query, reply)
+        self.subscriber.release_gap(room, true, false);
     }
 }

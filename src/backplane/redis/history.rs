@@ -2,8 +2,10 @@
 //! `<seq>-0` and whose one field `f` holds the MESSAGE frame as clients
 //! receive it. The publish script appends to it atomically with INCR and
 //! PUBLISH (capped at `history.max_messages`, expiring `history.ttl_secs`
-//! after the last message); the read below returns a page together with the
-//! room's `last_seq` and `epoch` in one script, so the three agree.
+//! after the last message); `read_history.lua` returns a page together with
+//! the room's `last_seq` and `epoch` in one script, so the three agree. Its
+//! arguments and reply are built and parsed here, for the wrapper in
+//! `scripts.rs`.
 //!
 //! A room's `epoch` is the `epoch` field of its settings hash: the hash is
 //! created with the room and deleted with it, so a re-created room gets a
@@ -11,59 +13,13 @@
 //! scripts cannot make random ids), which is as good as at creation: nobody
 //! can have seen an epoch before it was read.
 
-use std::sync::LazyLock;
-
-use ::redis::{Script, Value};
+use ::redis::Value;
 use bytes::Bytes;
 
 use super::{int, internal, text};
 use crate::backplane::{page_complete, BackplaneResult, HistoryOutcome, HistoryPage, HistoryQuery};
 
-/// KEYS: room hash, seq counter, history stream, members hash (all of one
-/// room). ARGV: member ("" for none: the node's own gap fill), after ("" for
-/// none), before ("" for none), limit, epoch asked ("" for none), candidate
-/// epoch. Returns false when the room is missing or `member` is not one of
-/// its members, else `{epoch, last_seq, epoch matched, id, frame, ...}` in
-/// `seq` order.
-const READ_HISTORY: &str = r#"
-local member, after, before, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return false
-end
-if member ~= '' and redis.call('HEXISTS', KEYS[4], member) == 0 then
-  return false
-end
-redis.call('HSETNX', KEYS[1], 'epoch', ARGV[6])
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-local matched = 1
-if ARGV[5] ~= '' and ARGV[5] ~= epoch then
-  matched, after, before = 0, '', ''
-end
-local hi = '+'
-if before ~= '' then
-  hi = '(' .. before .. '-0'
-end
-local out = {epoch, last, matched}
-if after ~= '' then
-  local entries = redis.call('XRANGE', KEYS[3], '(' .. after .. '-0', hi, 'COUNT', limit)
-  for i = 1, #entries do
-    out[#out + 1] = entries[i][1]
-    out[#out + 1] = entries[i][2][2]
-  end
-else
-  local entries = redis.call('XREVRANGE', KEYS[3], hi, '-', 'COUNT', limit)
-  for i = #entries, 1, -1 do
-    out[#out + 1] = entries[i][1]
-    out[#out + 1] = entries[i][2][2]
-  end
-end
-return out
-"#;
-
-pub(super) static READ: LazyLock<Script> = LazyLock::new(|| Script::new(READ_HISTORY));
-
-/// The arguments of [`READ_HISTORY`] after its keys.
+/// The arguments of `read_history.lua` after its keys.
 pub(super) fn read_args(query: &HistoryQuery<'_>) -> [String; 6] {
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     [
@@ -76,7 +32,7 @@ pub(super) fn read_args(query: &HistoryQuery<'_>) -> [String; 6] {
     ]
 }
 
-/// Parses the reply of [`READ_HISTORY`].
+/// Parses the reply of `read_history.lua`.
 pub(super) fn parse_read(
     query: &HistoryQuery<'_>,
     reply: Option<Vec<Value>>,

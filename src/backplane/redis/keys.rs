@@ -1,33 +1,55 @@
-//! Names of every Redis key and channel the backplane uses.
+//! Names of every Redis key and channel the backplane uses: the one place
+//! that decides them.
 //!
 //! Everything starts with `redis.key_prefix` + `:` so that several clusters
-//! (or other applications) can share one Redis. With the prefix `P`:
+//! (or other applications) can share one Redis. Keys carry a Redis Cluster
+//! hash tag (the part between `{` and `}`), which decides their slot:
+//!
+//! - **Per room**, tag `{room}`: every key of one room and its channel share
+//!   one slot, so a script about one room touches one slot (room names are
+//!   `a-z 0-9 _ -`, so they never contain a brace).
+//! - **Global** state (names, rooms, nodes, the node user lists, the dataset
+//!   epoch), tag `{global}`: one slot, touched per login, move and
+//!   heartbeat, never per message (a room named `global` lands in the same
+//!   slot, which is harmless).
+//!
+//! With the prefix `P`:
 //!
 //! | key | type | content |
 //! | --- | --- | --- |
-//! | `P:rooms` | set | names of existing rooms |
-//! | `P:room:{room}` | hash | `owner` (user key, empty for none), `locked`, `pw`, `closed` |
-//! | `P:seq:{room}` | string | last `seq` given in the room |
-//! | `P:bans:{room}` | set | banned user keys |
-//! | `P:history:{room}` | stream | the latest messages: id `<seq>-0`, field `f` = MESSAGE frame (see `history.rs`) |
-//! | `P:members:{room}` | hash | user key → display name |
-//! | `P:names` | hash | user key → node id holding the name |
-//! | `P:node:{id}:users` | hash | user key → room ("" before the first join): what to reap |
-//! | `P:node:{id}:token` | string | the live process's token: missing means "re-register" |
-//! | `P:nodes` | zset | node id → last heartbeat (Redis server time, ms) |
-//! | `P:epoch` | string | random id of this Redis dataset: changes when Redis lost its data |
+//! | `P:room:{r}` | hash | `owner` (user key, empty for none), `locked`, `pw`, `closed` |
+//! | `P:seq:{r}` | string | last `seq` given in the room |
+//! | `P:bans:{r}` | set | banned user keys |
+//! | `P:history:{r}` | stream | the latest messages: id `<seq>-0`, field `f` = MESSAGE frame (see `history.rs`); `epoch` is a field of `P:room:{r}` |
+//! | `P:members:{r}` | hash | user key → display name |
+//! | `P:{global}:rooms` | set | names of existing rooms |
+//! | `P:{global}:names` | hash | user key → node id holding the name |
+//! | `P:{global}:node:ID:users` | hash | user key → room ("" before the first join): what to reap |
+//! | `P:{global}:node:ID:token` | string | the live process's token: missing means "re-register" |
+//! | `P:{global}:nodes` | zset | node id → last heartbeat (Redis server time, ms) |
+//! | `P:{global}:epoch` | string | random id of this Redis dataset: changes when Redis lost its data |
 //!
-//! Channels: `P:ch:room:{room}` (frames, verbatim), `P:ch:events` (JSON
-//! [`super::super::ClusterEvent`]s), `P:ch:probe:{id}` (a node's own probe).
+//! Channels: `P:ch:{r}` (a room's frames, verbatim, same slot as the room's
+//! keys, ready for sharded pub/sub), `P:ch:events` (JSON
+//! [`super::super::ClusterEvent`]s), `P:ch:probe:ID` (a node's own probe).
 //!
-//! The Lua scripts build room keys themselves from the same base (they
-//! receive [`Keys::base`]), so the layout above is defined twice: here and in
-//! `scripts.rs`. Keep them in step.
+//! Scripts receive their keys in KEYS, built here. The scripts that learn a
+//! room only while running (a dead node's rooms, a user's recorded room)
+//! build its keys with `room_key` in `lua/common.lua`, the same formula as
+//! [`Keys::room_key`]; a test checks that the two agree.
+
+/// The kinds of per-room keys (the word before the tag).
+pub(crate) const ROOM: &str = "room";
+pub(crate) const SEQ: &str = "seq";
+pub(crate) const BANS: &str = "bans";
+pub(crate) const MEMBERS: &str = "members";
+pub(crate) const HISTORY: &str = "history";
 
 /// Key and channel names for one prefix.
 #[derive(Debug, Clone)]
 pub struct Keys {
     base: String,
+    global: String,
     room_channel_prefix: String,
     events_channel: String,
 }
@@ -36,39 +58,76 @@ impl Keys {
     pub fn new(key_prefix: &str) -> Self {
         let base = format!("{key_prefix}:");
         Self {
-            room_channel_prefix: format!("{base}ch:room:"),
+            global: format!("{base}{{global}}:"),
+            room_channel_prefix: format!("{base}ch:{{"),
             events_channel: format!("{base}ch:events"),
             base,
         }
     }
 
-    /// `prefix:`: what the scripts get to build their keys.
+    /// `prefix:`: what the multi-room scripts get to build room keys
+    /// (`room_key` in `lua/common.lua`).
     pub fn base(&self) -> &str {
         &self.base
     }
 
+    /// `prefix:KIND:{room}`.
+    pub fn room_key(&self, kind: &str, room: &str) -> String {
+        format!("{}{kind}:{{{room}}}", self.base)
+    }
+
     pub fn room(&self, room: &str) -> String {
-        format!("{}room:{room}", self.base)
+        self.room_key(ROOM, room)
     }
 
     pub fn seq(&self, room: &str) -> String {
-        format!("{}seq:{room}", self.base)
+        self.room_key(SEQ, room)
     }
 
     pub fn bans(&self, room: &str) -> String {
-        format!("{}bans:{room}", self.base)
+        self.room_key(BANS, room)
     }
 
     pub fn history(&self, room: &str) -> String {
-        format!("{}history:{room}", self.base)
+        self.room_key(HISTORY, room)
     }
 
     pub fn members(&self, room: &str) -> String {
-        format!("{}members:{room}", self.base)
+        self.room_key(MEMBERS, room)
+    }
+
+    pub fn rooms(&self) -> String {
+        format!("{}rooms", self.global)
+    }
+
+    pub fn names(&self) -> String {
+        format!("{}names", self.global)
+    }
+
+    pub fn nodes(&self) -> String {
+        format!("{}nodes", self.global)
+    }
+
+    pub fn epoch(&self) -> String {
+        format!("{}epoch", self.global)
+    }
+
+    /// `prefix:{global}:node:`: what the scripts that reach other nodes'
+    /// lists (reaping, take-over) build them from.
+    pub fn node_base(&self) -> String {
+        format!("{}node:", self.global)
+    }
+
+    pub fn node_users(&self, node_id: &str) -> String {
+        format!("{}{node_id}:users", self.node_base())
+    }
+
+    pub fn node_token(&self, node_id: &str) -> String {
+        format!("{}{node_id}:token", self.node_base())
     }
 
     pub fn room_channel(&self, room: &str) -> String {
-        format!("{}{room}", self.room_channel_prefix)
+        format!("{}{room}}}", self.room_channel_prefix)
     }
 
     pub fn events_channel(&self) -> &str {
@@ -82,8 +141,22 @@ impl Keys {
     /// The room whose channel this is, if it is a room channel.
     pub fn room_of_channel<'a>(&self, channel: &'a [u8]) -> Option<&'a str> {
         let rest = channel.strip_prefix(self.room_channel_prefix.as_bytes())?;
-        std::str::from_utf8(rest).ok()
+        let room = rest.strip_suffix(b"}")?;
+        std::str::from_utf8(room).ok()
     }
+}
+
+/// The hash tag of a key (what Redis Cluster hashes), as Redis computes it.
+#[cfg(test)]
+pub(crate) fn hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{') {
+        if let Some(len) = key[open + 1..].find('}') {
+            if len > 0 {
+                return &key[open + 1..open + 1 + len];
+            }
+        }
+    }
+    key
 }
 
 #[cfg(test)]
@@ -99,6 +172,12 @@ mod tests {
             keys.bans("a"),
             keys.members("a"),
             keys.history("a"),
+            keys.rooms(),
+            keys.names(),
+            keys.nodes(),
+            keys.epoch(),
+            keys.node_users("n1"),
+            keys.node_token("n1"),
             keys.room_channel("a"),
             keys.events_channel().to_string(),
             keys.probe_channel("n1"),
@@ -108,10 +187,40 @@ mod tests {
     }
 
     #[test]
+    fn a_rooms_keys_and_channel_share_one_tag() {
+        let keys = Keys::new("sc");
+        for name in [
+            keys.room("lobby"),
+            keys.seq("lobby"),
+            keys.bans("lobby"),
+            keys.members("lobby"),
+            keys.history("lobby"),
+            keys.room_channel("lobby"),
+        ] {
+            assert_eq!(hash_tag(&name), "lobby", "{name}");
+        }
+        for name in [
+            keys.rooms(),
+            keys.names(),
+            keys.nodes(),
+            keys.epoch(),
+            keys.node_users("n1"),
+            keys.node_token("n1"),
+        ] {
+            assert_eq!(hash_tag(&name), "global", "{name}");
+        }
+    }
+
+    #[test]
     fn room_channels_round_trip() {
         let keys = Keys::new("sc");
         let channel = keys.room_channel("lobby");
+        assert_eq!(channel, "sc:ch:{lobby}");
         assert_eq!(keys.room_of_channel(channel.as_bytes()), Some("lobby"));
         assert_eq!(keys.room_of_channel(keys.events_channel().as_bytes()), None);
+        assert_eq!(
+            keys.room_of_channel(keys.probe_channel("n").as_bytes()),
+            None
+        );
     }
 }

@@ -61,10 +61,9 @@ use super::{
     HistoryOutcome, HistoryQuery, JoinOutcome, JoinRequest, RoomChange, RoomInfo, RoomMembers,
 };
 use crate::config::Config;
-use crate::protocol::{MessageDraft, RoomSummary};
+use crate::protocol::MessageDraft;
 use health::Health;
 use keys::Keys;
-use scripts::SCRIPTS;
 use subscriber::Subscriber;
 
 /// How long [`connect`] waits for the node to become ready before it
@@ -404,6 +403,17 @@ fn flag(value: bool) -> &'static str {
     }
 }
 
+#[async_trait]
+impl scripts::Eval for Inner {
+    async fn eval<T: FromRedisValue + Send>(
+        &self,
+        op: &'static str,
+        call: ScriptInvocation<'static>,
+    ) -> BackplaneResult<T> {
+        self.run(op, Call::Script(call)).await
+    }
+}
+
 impl Inner {
     /// Sends one call through the pool, bounded by the command timeout as a
     /// whole (waiting for a connection included), with metrics.
@@ -429,12 +439,6 @@ impl Inner {
             telemetry::error(op, kind_label(e));
         }
         result
-    }
-
-    fn script(&self, script: &'static ::redis::Script) -> ScriptInvocation<'static> {
-        let mut invocation = script.prepare_invoke();
-        invocation.arg(self.keys.base());
-        invocation
     }
 
     fn claims(&self) -> MutexGuard<'_, HashSet<String>> {
@@ -560,58 +564,6 @@ fn int(value: &Value) -> Option<i64> {
     }
 }
 
-fn join_outcome(reply: &[Value]) -> BackplaneResult<JoinOutcome> {
-    let outcome = reply
-        .first()
-        .and_then(text)
-        .ok_or_else(|| internal("join"))?;
-    Ok(match outcome.as_str() {
-        "joined" => {
-            let number = |i: usize| reply.get(i).and_then(int).ok_or_else(|| internal("join"));
-            JoinOutcome::Joined {
-                created: number(1)? == 1,
-                members: number(2)? as u64,
-                previous_members: number(3)? as u64,
-            }
-        }
-        "no_such_room" => JoinOutcome::NoSuchRoom,
-        "banned" => JoinOutcome::Banned,
-        "closed" => JoinOutcome::Closed,
-        "locked" => JoinOutcome::Locked,
-        "too_many_rooms" => JoinOutcome::TooManyRooms,
-        _ => return Err(internal("join")),
-    })
-}
-
-fn parse_snapshot(reply: &[Value]) -> BackplaneResult<ClusterSnapshot> {
-    let users = reply
-        .first()
-        .and_then(int)
-        .ok_or_else(|| internal("snapshot"))?;
-    let mut rooms = reply[1..]
-        .chunks(4)
-        .map(|room| {
-            let [name, locked, closed, members] = room else {
-                return Err(internal("snapshot"));
-            };
-            let locked = text(locked).as_deref() == Some("1");
-            let closed = text(closed).as_deref() == Some("1");
-            Ok(RoomSummary {
-                name: text(name).ok_or_else(|| internal("snapshot"))?,
-                available: !locked && !closed,
-                locked,
-                closed,
-                users: int(members).ok_or_else(|| internal("snapshot"))?.max(0) as u64,
-            })
-        })
-        .collect::<BackplaneResult<Vec<_>>>()?;
-    rooms.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(ClusterSnapshot {
-        rooms,
-        users: users.max(0) as u64,
-    })
-}
-
 #[async_trait]
 impl Backplane for RedisBackplane {
     async fn claim_name(&self, user_key: &str, _display_name: &str) -> BackplaneResult<bool> {
@@ -621,15 +573,14 @@ impl Backplane for RedisBackplane {
             // Held by a connection of this node.
             return Ok(false);
         }
-        let mut call = inner.script(&SCRIPTS.claim);
-        call.arg(&inner.node_id).arg(user_key).arg(inner.ttl_ms());
-        let result = inner
-            .run::<Vec<Value>>("claim_name", Call::Script(call))
-            .await
-            .and_then(|reply| match reply.first().and_then(int) {
-                Some(claimed) => Ok((claimed == 1, presence::notices(&reply[1..]))),
-                None => Err(internal("claim_name")),
-            });
+        let result = scripts::claim(
+            &**inner,
+            &inner.keys,
+            &inner.node_id,
+            user_key,
+            inner.ttl_ms(),
+        )
+        .await;
         if !matches!(result, Ok((true, _))) {
             inner.claims().remove(user_key);
         }
@@ -652,34 +603,14 @@ impl Backplane for RedisBackplane {
     ) -> BackplaneResult<Option<u64>> {
         let inner = &self.inner;
         inner.claims().remove(user_key);
-        let mut call = inner.script(&SCRIPTS.release);
-        call.arg(&inner.node_id)
-            .arg(user_key)
-            .arg(room.unwrap_or(""));
-        let left = inner
-            .run::<i64>("release_name", Call::Script(call))
+        scripts::release(&**inner, &inner.keys, &inner.node_id, user_key, room)
             .await
-            .inspect_err(|_| inner.needs_reconcile.store(true, Ordering::Release))?;
-        // -1: the user was no longer a member (a reaper got there first).
-        Ok(u64::try_from(left).ok())
+            .inspect_err(|_| inner.needs_reconcile.store(true, Ordering::Release))
     }
 
     async fn join_room(&self, request: JoinRequest<'_>) -> BackplaneResult<JoinOutcome> {
         let inner = &self.inner;
-        let mut call = inner.script(&SCRIPTS.join);
-        call.arg(&inner.node_id)
-            .arg(request.user_key)
-            .arg(request.display_name)
-            .arg(request.room)
-            .arg(flag(request.password_hash.is_some()))
-            .arg(request.password_hash.unwrap_or(""))
-            .arg(flag(request.create))
-            .arg(request.previous_room.unwrap_or(""))
-            .arg(request.max_rooms);
-        let reply = inner
-            .run::<Vec<Value>>("join_room", Call::Script(call))
-            .await?;
-        join_outcome(&reply)
+        scripts::join(&**inner, &inner.keys, &inner.node_id, &request).await
     }
 
     async fn room(&self, room: &str) -> BackplaneResult<Option<RoomInfo>> {
@@ -703,23 +634,12 @@ impl Backplane for RedisBackplane {
 
     async fn change_room(&self, room: &str, change: RoomChange) -> BackplaneResult<bool> {
         let inner = &self.inner;
-        let (name, password_hash) = match &change {
-            RoomChange::Lock { password_hash } => ("lock", password_hash.as_str()),
-            RoomChange::Unlock => ("unlock", ""),
-            RoomChange::Close => ("close", ""),
-            RoomChange::Open => ("open", ""),
-            RoomChange::Delete => ("delete", ""),
-        };
-        let mut call = inner.script(&SCRIPTS.change);
-        call.arg(room).arg(name).arg(password_hash);
-        Ok(inner.run::<i64>("change_room", Call::Script(call)).await? == 1)
+        scripts::change_room(&**inner, &inner.keys, room, &change).await
     }
 
     async fn set_ban(&self, room: &str, user_key: &str, banned: bool) -> BackplaneResult<bool> {
         let inner = &self.inner;
-        let mut call = inner.script(&SCRIPTS.set_ban);
-        call.arg(room).arg(user_key).arg(flag(banned));
-        Ok(inner.run::<i64>("set_ban", Call::Script(call)).await? == 1)
+        scripts::set_ban(&**inner, &inner.keys, room, user_key, banned).await
     }
 
     async fn is_banned(&self, room: &str, user_key: &str) -> BackplaneResult<bool> {
@@ -731,20 +651,8 @@ impl Backplane for RedisBackplane {
     }
 
     async fn room_members(&self, room: &str, limit: usize) -> BackplaneResult<RoomMembers> {
-        let mut call = SCRIPTS.room_members.prepare_invoke();
-        call.key(self.inner.keys.members(room))
-            .arg(self.inner.keys.base())
-            .arg(limit);
-        let (total, mut members) = self
-            .inner
-            .run::<(u64, Vec<(String, String)>)>("room_members", Call::Script(call))
-            .await?;
-        // Keys are lower-case names: sorting by key sorts case-insensitively.
-        members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Ok(RoomMembers {
-            names: members.into_iter().map(|(_, display)| display).collect(),
-            total,
-        })
+        let inner = &self.inner;
+        scripts::room_members(&**inner, &inner.keys, room, limit).await
     }
 
     async fn is_member(&self, room: &str, user_key: &str) -> BackplaneResult<bool> {
@@ -767,12 +675,7 @@ impl Backplane for RedisBackplane {
             }
         }
         let number = inner.snapshots.started.fetch_add(1, Ordering::AcqRel) + 1;
-        let call = inner.script(&SCRIPTS.snapshot);
-        let result = inner
-            .run::<Vec<Value>>("snapshot", Call::Script(call))
-            .await
-            .and_then(|reply| parse_snapshot(&reply))
-            .map(Arc::new);
+        let result = scripts::snapshot(&**inner, &inner.keys).await.map(Arc::new);
         let snapshot = result.as_deref().cloned().map_err(Clone::clone);
         *last = Some((number, result));
         snapshot
@@ -780,19 +683,12 @@ impl Backplane for RedisBackplane {
 
     async fn publish_message(&self, draft: &MessageDraft) -> BackplaneResult<Option<u64>> {
         let inner = &self.inner;
-        let (prefix, suffix) = draft.frame_parts();
-        let mut call = SCRIPTS.publish_message.prepare_invoke();
-        call.key(inner.keys.room(&draft.room))
-            .key(inner.keys.seq(&draft.room))
-            .key(inner.keys.room_channel(&draft.room))
-            .arg(inner.keys.base())
-            .arg(prefix)
-            .arg(suffix)
-            .arg(inner.subscriber.seq_floor(&draft.room));
-        let seq = inner
-            .run::<Option<i64>>("publish_message", Call::Script(call))
-            .await?;
-        Ok(seq.map(|seq| seq.max(0) as u64))
+        let floor = inner.subscriber.seq_floor(&draft.room);
+        let history = scripts::HistoryLimits {
+            max_messages: inner.settings.history_max,
+            ttl_ms: inner.settings.history_ttl_ms,
+        };
+        scripts::publish_message(&**inner, &inner.keys, draft, floor, history).await
     }
 
     async fn history(
@@ -800,7 +696,8 @@ impl Backplane for RedisBackplane {
         room: &str,
         query: &HistoryQuery<'_>,
     ) -> BackplaneResult<HistoryOutcome> {
-        self.inner.read_history(room, query).await
+        let inner = &self.inner;
+        scripts::read_history(&**inner, &inner.keys, room, query).await
     }
 
     async fn publish_to_room(&self, room: &str, frame: Bytes) -> BackplaneResult<()> {
@@ -862,51 +759,6 @@ impl Drop for RedisBackplane {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn join_replies_parse() {
-        let joined = [bulk("joined"), Value::Int(1), Value::Int(3), Value::Int(0)];
-        assert_eq!(
-            join_outcome(&joined).unwrap(),
-            JoinOutcome::Joined {
-                created: true,
-                members: 3,
-                previous_members: 0
-            }
-        );
-        assert_eq!(
-            join_outcome(&[bulk("locked")]).unwrap(),
-            JoinOutcome::Locked
-        );
-        assert!(join_outcome(&[bulk("what")]).is_err());
-        assert!(join_outcome(&[]).is_err());
-    }
-
-    #[test]
-    fn snapshot_sorts_rooms_and_derives_available() {
-        let reply = [
-            Value::Int(4),
-            bulk("zeta"),
-            bulk("1"),
-            bulk("0"),
-            Value::Int(1),
-            bulk("alpha"),
-            bulk("0"),
-            bulk("0"),
-            Value::Int(3),
-        ];
-        let snapshot = parse_snapshot(&reply).unwrap();
-        assert_eq!(snapshot.users, 4);
-        let names: Vec<_> = snapshot.rooms.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["alpha", "zeta"]);
-        assert!(snapshot.rooms[0].available);
-        assert!(!snapshot.rooms[1].available && snapshot.rooms[1].locked);
-        assert!(parse_snapshot(&reply[..3]).is_err());
-    }
 
     #[test]
     fn invalid_urls_do_not_echo_the_url() {

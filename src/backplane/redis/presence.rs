@@ -34,8 +34,8 @@ use std::time::Duration;
 
 use ::redis::Value;
 
-use super::scripts::SCRIPTS;
-use super::{cmd, flag, int, internal, random_token, telemetry, text, Call, Inner};
+use super::scripts::{self, Reaped};
+use super::{cmd, int, random_token, telemetry, text, Call, Inner};
 use crate::backplane::{BackplaneResult, ClusterEvent, LocalUser};
 use crate::protocol::{self, NoticeCode, RoomStateReason};
 
@@ -134,19 +134,16 @@ impl Inner {
 
     /// Renews the heartbeat; re-registers when Redis lost this node.
     async fn heartbeat(&self) -> BackplaneResult<()> {
-        let mut call = self.script(&SCRIPTS.heartbeat);
-        call.arg(&self.node_id)
-            .arg(&self.token)
-            .arg(&self.settings.default_room)
-            .arg(random_token());
-        let reply = self
-            .run::<Vec<Value>>("heartbeat", Call::Script(call))
-            .await?;
-        let epoch = reply
-            .first()
-            .and_then(text)
-            .ok_or_else(|| internal("heartbeat"))?;
-        let registered = reply.get(1).and_then(int) == Some(1);
+        let beat = scripts::heartbeat(
+            self,
+            &self.keys,
+            &self.node_id,
+            &self.token,
+            &self.settings.default_room,
+            &random_token(),
+        )
+        .await?;
+        let (epoch, registered) = (beat.epoch, beat.registered);
         let known = self.epoch.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let lost = known.as_deref() != Some(epoch.as_str());
         if registered && !lost {
@@ -201,30 +198,18 @@ impl Inner {
         };
         let last = batches.len() - 1;
         for (i, batch) in batches.into_iter().enumerate() {
-            let mut call = self.script(&SCRIPTS.reregister);
-            call.arg(&self.node_id)
-                .arg(&self.token)
-                .arg(flag(lost))
-                .arg(flag(i == last))
-                .arg(self.ttl_ms());
-            for user in batch {
-                call.arg(&user.user_key)
-                    .arg(&user.display_name)
-                    .arg(&user.room);
-            }
-            let reply = self
-                .run::<Vec<Value>>("reregister", Call::Script(call))
-                .await?;
-            let [count, rooms, entries] = reply.as_slice() else {
-                return Err(internal("reregister"));
+            let batch = scripts::ReregisterBatch {
+                node: &self.node_id,
+                token: &self.token,
+                lost,
+                last: i == last,
+                ttl_ms: self.ttl_ms(),
+                users: batch,
             };
-            conflicts += int(count).unwrap_or(0);
-            if let Value::Array(rooms) = rooms {
-                gone.extend(rooms.iter().filter_map(text));
-            }
-            if let Value::Array(entries) = entries {
-                self.announce(&notices(entries)).await;
-            }
+            let reply = scripts::reregister(self, &self.keys, &batch).await?;
+            conflicts += reply.conflicts;
+            gone.extend(reply.gone);
+            self.announce(&reply.notices).await;
         }
         metrics::counter!(telemetry::REREGISTERED).increment(users.len() as u64);
         if conflicts > 0 {
@@ -257,7 +242,7 @@ impl Inner {
     async fn reconcile(&self) -> BackplaneResult<()> {
         let _gate = self.claim_gate.write().await;
         let mut keys = cmd("HKEYS");
-        keys.arg(format!("{}node:{}:users", self.keys.base(), self.node_id));
+        keys.arg(self.keys.node_users(&self.node_id));
         let listed = self
             .run::<Vec<String>>("reconcile", Call::Cmd(keys))
             .await?;
@@ -269,9 +254,7 @@ impl Inner {
                 .collect()
         };
         for user in &leftovers {
-            let mut call = self.script(&SCRIPTS.release);
-            call.arg(&self.node_id).arg(user).arg("");
-            self.run::<i64>("release_name", Call::Script(call)).await?;
+            scripts::release(self, &self.keys, &self.node_id, user, None).await?;
         }
         if !leftovers.is_empty() {
             tracing::info!(
@@ -284,11 +267,8 @@ impl Inner {
 
     /// Reaps nodes whose heartbeat expired (except this one).
     async fn reap_dead(&self) -> BackplaneResult<()> {
-        let mut call = self.script(&SCRIPTS.dead_nodes);
-        call.arg(self.ttl_ms()).arg(DEAD_NODES_PER_ROUND);
-        let dead = self
-            .run::<Vec<String>>("dead_nodes", Call::Script(call))
-            .await?;
+        let dead =
+            scripts::dead_nodes(self, &self.keys, self.ttl_ms(), DEAD_NODES_PER_ROUND).await?;
         for node in dead.iter().filter(|node| **node != self.node_id) {
             if self.reap_node(node, true).await? {
                 metrics::counter!(telemetry::REAPED_NODES).increment(1);
@@ -304,31 +284,30 @@ impl Inner {
     pub(super) async fn reap_node(&self, node: &str, only_if_dead: bool) -> BackplaneResult<bool> {
         let mut cursor = "0".to_string();
         for _ in 0..REAP_ROUNDS {
-            let mut call = self.script(&SCRIPTS.reap_node);
-            call.arg(node)
-                .arg(&cursor)
-                .arg(REAP_BATCH)
-                .arg(flag(only_if_dead))
-                .arg(self.ttl_ms());
-            let reply = self
-                .run::<Vec<Value>>("reap_node", Call::Script(call))
-                .await?;
-            let remaining = reply
-                .first()
-                .and_then(int)
-                .ok_or_else(|| internal("reap_node"))?;
-            if let Some(entries) = reply.get(2..) {
-                self.announce(&notices(entries)).await;
+            let reply = scripts::reap_node(
+                self,
+                &self.keys,
+                node,
+                &cursor,
+                REAP_BATCH,
+                only_if_dead,
+                self.ttl_ms(),
+            )
+            .await?;
+            match reply {
+                Reaped::Alive => return Ok(false),
+                Reaped::Batch {
+                    remaining,
+                    cursor: next,
+                    notices,
+                } => {
+                    self.announce(&notices).await;
+                    if remaining == 0 {
+                        return Ok(true);
+                    }
+                    cursor = next;
+                }
             }
-            match remaining {
-                -1 => return Ok(false),
-                0 => return Ok(true),
-                _ => {}
-            }
-            cursor = reply
-                .get(1)
-                .and_then(text)
-                .ok_or_else(|| internal("reap_node"))?;
         }
         Ok(false)
     }

@@ -67,6 +67,16 @@ struct Shared {
     stray: mpsc::Sender<String>,
 }
 
+/// What [`Subscriber::release_gap`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapRelease {
+    Released,
+    /// Frames were dropped from the room's buffer: read history again.
+    Overflowed,
+    /// The connection dropped again: wait for the resubscription.
+    Pending,
+}
+
 /// A room waiting for its gap fill.
 #[derive(Default)]
 struct Gap {
@@ -404,19 +414,28 @@ impl Subscriber {
     }
 
     /// Releases a filled room: its held frames go out (messages already
-    /// delivered from history skipped), then live frames flow again. Returns
-    /// `false`, keeping the room held, when frames were dropped from its
-    /// buffer: read history again first. `force` releases it regardless
-    /// (the fill gave up, or the room was deleted meanwhile).
-    pub fn release_gap(&self, room: &str, force: bool) -> bool {
+    /// delivered from history skipped), then live frames flow again. Keeps
+    /// the room held when frames were dropped from its buffer (read history
+    /// again: [`GapRelease::Overflowed`]) or when the connection dropped
+    /// again and is not resubscribed yet (the next fill, after the
+    /// resubscription, reads what that outage missed: [`GapRelease::Pending`]).
+    /// `force` releases it regardless (the fill gave up, or the room was
+    /// deleted meanwhile); `verbatim` also delivers every held frame, known
+    /// `seq` or not (the room's numbering is not the one this node knew).
+    pub fn release_gap(&self, room: &str, force: bool, verbatim: bool) -> GapRelease {
         let mut gaps = self.shared.gaps();
         let Some(gap) = gaps.get_mut(room) else {
-            return true;
+            return GapRelease::Released;
         };
-        if gap.overflowed && !force {
-            gap.overflowed = false;
-            gap.frames.clear();
-            return false;
+        if !force {
+            if self.shared.resync.load(Ordering::Acquire) {
+                return GapRelease::Pending;
+            }
+            if gap.overflowed {
+                gap.overflowed = false;
+                gap.frames.clear();
+                return GapRelease::Overflowed;
+            }
         }
         let gap = gaps.remove(room).expect("present");
         // Delivered under the lock: a live frame arriving now waits for the
@@ -424,13 +443,13 @@ impl Subscriber {
         let mut floor = self.shared.seq_floors.floor(room);
         for frame in gap.frames {
             match super::seq_floor::message_seq(&frame) {
-                Some(seq) if seq <= floor => continue,
+                Some(seq) if seq <= floor && !verbatim => continue,
                 Some(seq) => floor = seq,
                 None => {}
             }
             self.shared.relay(room, frame);
         }
-        true
+        GapRelease::Released
     }
 
     /// Counts a failed fill of `room`; returns the failures so far.
@@ -440,12 +459,6 @@ impl Subscriber {
             gap.failures += 1;
             gap.failures
         })
-    }
-
-    /// The room was renumbered (deleted and created again) while its
-    /// subscription was interrupted: the old floor means nothing any more.
-    pub fn forget_floor(&self, room: &str) {
-        self.shared.seq_floors.forget(room);
     }
 
     /// Number of channels held: wanted rooms plus events and probe.

@@ -1,0 +1,63 @@
+-- Helpers of the scripts that reach keys they learn only while running (a
+-- user's recorded room, a dead node's list): those scripts are
+-- single-Redis only, to be split for Redis Cluster (issue 12).
+-- ARGV[1] is the key base (`prefix:`), ARGV[2] the node-list base
+-- (`prefix:{global}:node:`); a script's own arguments start at ARGV[3].
+local B, NB = ARGV[1], ARGV[2]
+-- `prefix:KIND:{room}`: the formula of `Keys::room_key` (keys.rs).
+local function room_key(kind, room)
+  return B .. kind .. ':{' .. room .. '}'
+end
+local function node_users_key(node)
+  return NB .. node .. ':users'
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- Whether `node` renewed its heartbeat (in the zset `nodes`) within `ttl` ms.
+local function alive(nodes, node, now, ttl)
+  local hb = redis.call('ZSCORE', nodes, node)
+  return hb and tonumber(hb) >= now - ttl
+end
+-- Removes `user` from `room`'s members. Returns `{room, display name,
+-- members before the removal}` (what a `left` notice needs) when it was a
+-- member, else nil.
+local function leave_room(room, user)
+  if not room or room == '' then
+    return nil
+  end
+  local mkey = room_key('members', room)
+  local display = redis.call('HGET', mkey, user)
+  if not display then
+    return nil
+  end
+  local before = redis.call('HLEN', mkey)
+  redis.call('HDEL', mkey, user)
+  return {room, display, before}
+end
+-- Appends a presence notice (code, room, display name, members counted
+-- with the user in) to `out` unless `entry` is nil.
+local function add_notice(out, code, entry)
+  if entry then
+    out[#out + 1] = code
+    out[#out + 1] = entry[1]
+    out[#out + 1] = entry[2]
+    out[#out + 1] = entry[3]
+  end
+end
+-- Removes `user` (held by `holder`) from its room and from the holder's
+-- list; the name itself is left to the caller. Returns what `leave_room`
+-- returns.
+local function forget_user(holder, user)
+  local ukey = node_users_key(holder)
+  local left = leave_room(redis.call('HGET', ukey, user), user)
+  redis.call('HDEL', ukey, user)
+  return left
+end
+-- Creates `room` (settings, fresh seq and bans) and lists it in `rooms`.
+local function create_room(rooms, room, owner)
+  redis.call('HSET', room_key('room', room), 'owner', owner, 'locked', '0', 'pw', '', 'closed', '0')
+  redis.call('DEL', room_key('seq', room), room_key('bans', room), room_key('history', room))
+  redis.call('SADD', rooms, room)
+end
