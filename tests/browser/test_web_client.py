@@ -6,7 +6,8 @@ a shutdown shows its banner. Also: reconnecting after a node restart restores
 name and room; message text can never become HTML; login errors are shown on
 the form; history: the room's latest messages shown as earlier ones at login,
 older ones loaded by scrolling up, the gap of a dropped connection filled
-exactly once after the reconnect, and a gap beyond retention marked. Screenshots at desktop and phone width go to docs/screenshots/.
+exactly once after the reconnect (a dropped socket on a standalone node, and
+a node restart on Redis), and a gap beyond retention marked. Screenshots at desktop and phone width go to docs/screenshots/.
 """
 
 from __future__ import annotations
@@ -584,3 +585,43 @@ def test_history_gap_beyond_retention_is_marked(tmp_path, browsers):
             pat.close()
         proxy.close()
         node.stop()
+
+
+def test_history_resume_after_the_node_restarts_on_redis(tmp_path, browsers):
+    from swiftchat_node import RedisServer
+
+    redis = RedisServer(tmp_path)
+    env = {"SWIFTCHAT_REDIS__URL": redis.url, "SWIFTCHAT_LIMITS__MESSAGES_PER_SECOND": "1000",
+           "SWIFTCHAT_LIMITS__MESSAGE_BURST": "1000"}
+    nodes = [Node(tmp_path, **env).start(), Node(tmp_path, **env).start()]
+    pat = None
+    try:
+        a, b = nodes
+        pat = Talker(b.ws_url, "pat")  # on the node that stays up
+        pat.say("before 1", "before 2")
+        alice = browsers()
+        login(alice, a.http_url, "alice")
+        wait_until(alice, lambda d: [m["seq"] for m in room_messages(d) if m["earlier"]] == [1, 2],
+                   "history from Redis shown as earlier messages")
+        pat.say("live 1")
+        wait_until(alice, lambda d: has_message(d, "pat", "live 1"), "a live message across nodes")
+
+        # alice's node restarts (drain, then a new process on the same port);
+        # pat keeps talking on the other node meanwhile.
+        a.terminate()
+        wait_until(alice, lambda d: phase(d) == "reconnecting", "reconnecting after the drain")
+        assert a.wait(20) == 0
+        pat.say(*[f"missed {i}" for i in range(1, 31)])
+        nodes.append(Node(tmp_path, port=a.port, **env).start())
+        wait_until(alice, lambda d: phase(d) == "online", "back online", timeout=60)
+        last = pat.say("after")
+        wait_until(alice, lambda d: has_message(d, "pat", "after"), "a message after the resume")
+        seqs = [m["seq"] for m in room_messages(alice)]
+        assert seqs == list(range(1, last + 1)), seqs
+        assert not any("could not be recovered" in s for s in sys_lines(alice))
+    finally:
+        if pat:
+            pat.close()
+        for n in nodes:
+            n.stop()
+        redis.stop()
