@@ -605,8 +605,7 @@ mod tests {
         assert_eq!(v["d"]["complete"], false);
         assert_eq!(v["d"]["messages"][1]["seq"], 2);
         assert_eq!(v["d"]["messages"][0]["content"], "hi }");
-        let empty: Value =
-            serde_json::from_str(&history("r", "E", &[], 0, true)).unwrap();
+        let empty: Value = serde_json::from_str(&history("r", "E", &[], 0, true)).unwrap();
         assert_eq!(empty["d"]["messages"], serde_json::json!([]));
     }
 

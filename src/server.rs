@@ -76,7 +76,11 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
     let shutdown = Arc::new(Shutdown::new());
     let registry = Registry::new(shutdown.clone());
     let backplane: SharedBackplane = if config.redis.url.is_empty() {
-        MemoryBackplane::with_history(&config.server.default_room, &config.history, registry.clone())
+        MemoryBackplane::with_history(
+            &config.server.default_room,
+            &config.history,
+            registry.clone(),
+        )
     } else {
         crate::backplane::redis::connect(&config, &node_id, registry.clone())
             .await

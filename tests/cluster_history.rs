@@ -124,7 +124,11 @@ impl Member {
             if let Some(v) = frames.into_iter().find(|v| e.matches(v)) {
                 return v;
             }
-            assert!(!ended, "[{}] connection ended waiting for {}", self.name, e.desc);
+            assert!(
+                !ended,
+                "[{}] connection ended waiting for {}",
+                self.name, e.desc
+            );
         }
         panic!("[{}] no {} within 10 s", self.name, e.desc);
     }
@@ -160,7 +164,11 @@ impl Member {
                 .send_json(json!({"op": 8, "d": {"after": after, "epoch": self.epoch}}))
                 .await;
             let page = self.pump_until(&expect::op(9)).await;
-            assert_eq!(page["d"]["complete"], true, "[{}] resume: {page}", self.name);
+            assert_eq!(
+                page["d"]["complete"], true,
+                "[{}] resume: {page}",
+                self.name
+            );
             let last_seq = page["d"]["last_seq"].as_u64().unwrap();
             match page["d"]["messages"].as_array().and_then(|m| m.last()) {
                 Some(m) => after = m["seq"].as_u64().unwrap(),
@@ -232,9 +240,7 @@ async fn no_client_misses_a_message_through_kills_restarts_and_drains() {
                 let name = format!("chaos{n}x{i}");
                 let mut client = node.login(&name).await;
                 client.command(&format!("\\join {ROOM}")).await;
-                client
-                    .recv_until(&expect::cache_me(&name, ROOM))
-                    .await;
+                client.recv_until(&expect::cache_me(&name, ROOM)).await;
                 members.push(Member {
                     name,
                     client,
@@ -274,7 +280,10 @@ async fn no_client_misses_a_message_through_kills_restarts_and_drains() {
         tokio::time::sleep(Duration::from_secs(5)).await;
         // (c) node 2 drains; its clients resume elsewhere.
         nodes[2].drain();
-        nodes[2].wait_stopped(Duration::from_secs(15)).await.unwrap();
+        nodes[2]
+            .wait_stopped(Duration::from_secs(15))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await;
         stop.store(true, Ordering::Release);
 
@@ -311,8 +320,18 @@ async fn no_client_misses_a_message_through_kills_restarts_and_drains() {
                 missing.len(),
                 &missing[..missing.len().min(20)]
             );
-            assert_eq!(m.seen.len() as u64, last, "[{}] holds seqs beyond last_seq", m.name);
-            assert!(m.errors.is_empty(), "[{}] {:?}", m.name, &m.errors[..m.errors.len().min(10)]);
+            assert_eq!(
+                m.seen.len() as u64,
+                last,
+                "[{}] holds seqs beyond last_seq",
+                m.name
+            );
+            assert!(
+                m.errors.is_empty(),
+                "[{}] {:?}",
+                m.name,
+                &m.errors[..m.errors.len().min(10)]
+            );
         }
         let resumed = members.iter().filter(|m| m.reconnects > 0).count();
         assert_eq!(resumed, PER_NODE, "node 2's members resumed elsewhere");

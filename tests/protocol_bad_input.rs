@@ -191,7 +191,7 @@ async fn unknown_ops_get_unknown_op(backend: Backend) {
         r#"{"op":2,"d":{"available":true,"room":"general"}}"#,
         r#"{"op":4,"d":null}"#,
         r#"{"op":7,"d":{"code":"info"}}"#,
-        r#"{"op":8,"d":null}"#,
+        r#"{"op":9,"d":{"room":"general","messages":[]}}"#,
         r#"{"op":99,"d":{}}"#,
         r#"{"op":-1,"d":null}"#,
     ];

@@ -69,7 +69,11 @@ async fn pages_forwards_and_backwards(backend: Backend) {
     assert!(m["id"].is_string() && m["ts"].is_u64(), "{m}");
 
     // Forwards from a position, oldest first, pages ending before last_seq.
-    let page = history(&mut a, json!({"room": "PAGES", "after": 2, "limit": 3, "epoch": epoch})).await;
+    let page = history(
+        &mut a,
+        json!({"room": "PAGES", "after": 2, "limit": 3, "epoch": epoch}),
+    )
+    .await;
     assert_eq!(seqs(&page), [3, 4, 5], "{page}");
     assert_eq!(page["complete"], true);
     assert_eq!(page["last_seq"], 7);
@@ -165,7 +169,11 @@ async fn epoch_changes_when_a_room_is_deleted_and_recreated(backend: Backend) {
 
     a.command("\\delete").await;
     let frames = a.settle().await;
-    assert_has("Phoenix", &frames, &[expect::cache_me("Phoenix", "general")]);
+    assert_has(
+        "Phoenix",
+        &frames,
+        &[expect::cache_me("Phoenix", "general")],
+    );
     a.create_room("ashes").await;
     // \delete erased the history: the new room has none.
     let fresh = history(&mut a, json!({})).await;
@@ -202,7 +210,8 @@ async fn only_the_current_room_can_be_read(backend: Backend) {
     b.roundtrip("in general").await;
     b.send_json(json!({"op": 8, "d": {"room": "secret"}})).await;
     b.expect_notice("not_in_room").await;
-    b.send_json(json!({"op": 8, "d": {"room": "nosuchroom"}})).await;
+    b.send_json(json!({"op": 8, "d": {"room": "nosuchroom"}}))
+        .await;
     b.expect_notice("not_in_room").await;
     // Without `room`: the current room's history only.
     let d = history(&mut b, json!({})).await;

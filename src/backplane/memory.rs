@@ -307,7 +307,10 @@ impl Backplane for MemoryBackplane {
         let Some(room) = state.rooms.get_mut(name) else {
             return Ok(HistoryOutcome::NotMember);
         };
-        if query.member.is_some_and(|user| !room.members.contains_key(user)) {
+        if query
+            .member
+            .is_some_and(|user| !room.members.contains_key(user))
+        {
             return Ok(HistoryOutcome::NotMember);
         }
         self.expire_history(room, Instant::now());

@@ -160,7 +160,12 @@ pub enum HistoryOutcome {
 /// - Otherwise (latest, or scrolling back below `before`): complete when the
 ///   page ends at the newest message below the position and either is full
 ///   (`limit` messages: older ones are another page) or starts at seq 1.
-pub fn page_complete(query: &HistoryQuery<'_>, last_seq: u64, seqs: &[u64], epoch_matched: bool) -> bool {
+pub fn page_complete(
+    query: &HistoryQuery<'_>,
+    last_seq: u64,
+    seqs: &[u64],
+    epoch_matched: bool,
+) -> bool {
     if !epoch_matched {
         return false;
     }
@@ -289,8 +294,11 @@ pub trait Backplane: Send + Sync + 'static {
 
     /// A page of `room`'s history, read atomically with its `last_seq` and
     /// `epoch` (and the membership check of `query.member`).
-    async fn history(&self, room: &str, query: &HistoryQuery<'_>)
-        -> BackplaneResult<HistoryOutcome>;
+    async fn history(
+        &self,
+        room: &str,
+        query: &HistoryQuery<'_>,
+    ) -> BackplaneResult<HistoryOutcome>;
 
     /// Publishes a ready frame (e.g. a joined/left NOTICE) to every member of
     /// `room` on every node.
@@ -352,22 +360,57 @@ mod tests {
 
     #[test]
     fn completeness_forwards() {
-        assert!(page_complete(&query(Some(3), None, 10), 6, &[4, 5, 6], true));
-        assert!(page_complete(&query(Some(3), None, 2), 6, &[4, 5], true), "a page may end early");
-        assert!(!page_complete(&query(Some(3), None, 10), 6, &[5, 6], true), "4 was trimmed");
-        assert!(!page_complete(&query(Some(3), None, 10), 6, &[], true), "all expired");
-        assert!(page_complete(&query(Some(6), None, 10), 6, &[], true), "nothing missed");
-        assert!(!page_complete(&query(Some(6), None, 10), 6, &[], false), "other epoch");
+        assert!(page_complete(
+            &query(Some(3), None, 10),
+            6,
+            &[4, 5, 6],
+            true
+        ));
+        assert!(
+            page_complete(&query(Some(3), None, 2), 6, &[4, 5], true),
+            "a page may end early"
+        );
+        assert!(
+            !page_complete(&query(Some(3), None, 10), 6, &[5, 6], true),
+            "4 was trimmed"
+        );
+        assert!(
+            !page_complete(&query(Some(3), None, 10), 6, &[], true),
+            "all expired"
+        );
+        assert!(
+            page_complete(&query(Some(6), None, 10), 6, &[], true),
+            "nothing missed"
+        );
+        assert!(
+            !page_complete(&query(Some(6), None, 10), 6, &[], false),
+            "other epoch"
+        );
     }
 
     #[test]
     fn completeness_latest_and_backwards() {
         assert!(page_complete(&query(None, None, 10), 3, &[1, 2, 3], true));
-        assert!(page_complete(&query(None, None, 2), 3, &[2, 3], true), "full page");
-        assert!(!page_complete(&query(None, None, 10), 5, &[4, 5], true), "1-3 trimmed");
-        assert!(page_complete(&query(None, None, 10), 0, &[], true), "empty room");
+        assert!(
+            page_complete(&query(None, None, 2), 3, &[2, 3], true),
+            "full page"
+        );
+        assert!(
+            !page_complete(&query(None, None, 10), 5, &[4, 5], true),
+            "1-3 trimmed"
+        );
+        assert!(
+            page_complete(&query(None, None, 10), 0, &[], true),
+            "empty room"
+        );
         assert!(page_complete(&query(None, Some(3), 10), 5, &[1, 2], true));
-        assert!(!page_complete(&query(None, Some(5), 10), 5, &[], true), "all trimmed");
-        assert!(page_complete(&query(None, Some(1), 10), 5, &[], true), "nothing before 1");
+        assert!(
+            !page_complete(&query(None, Some(5), 10), 5, &[], true),
+            "all trimmed"
+        );
+        assert!(
+            page_complete(&query(None, Some(1), 10), 5, &[], true),
+            "nothing before 1"
+        );
     }
 }

@@ -98,7 +98,9 @@ fn trim_to_bytes(messages: &mut Vec<bytes::Bytes>, max_bytes: usize, forwards: b
 fn not_in_room(current: &str, asked: &str) -> HistoryAnswer {
     HistoryAnswer::Refused(
         NoticeCode::NotInRoom,
-        format!("You are not in {asked}; history is read only by its members (you are in {current})."),
+        format!(
+            "You are not in {asked}; history is read only by its members (you are in {current})."
+        ),
     )
 }
 
@@ -118,7 +120,9 @@ mod tests {
     #[test]
     fn pages_end_at_the_byte_budget_on_the_far_side() {
         let page = || -> Vec<bytes::Bytes> {
-            (1..=4).map(|i| bytes::Bytes::from(format!("m{i}--"))).collect()
+            (1..=4)
+                .map(|i| bytes::Bytes::from(format!("m{i}--")))
+                .collect()
         };
         let mut forwards = page();
         trim_to_bytes(&mut forwards, 10, true);

@@ -112,7 +112,8 @@ impl RedisServer {
         let exe = redis_server_path();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let child = spawn(&exe, self.dir.path(), self.port, self.persistent).expect("spawn redis-server");
+            let child = spawn(&exe, self.dir.path(), self.port, self.persistent)
+                .expect("spawn redis-server");
             self.child = Some(child);
             match self.wait_ready(Duration::from_secs(5)) {
                 Ok(()) => return,

@@ -213,7 +213,7 @@ impl Inner {
         }
         metrics::counter!(telemetry::REREGISTERED).increment(users.len() as u64);
         if conflicts > 0 {
-            metrics::counter!(telemetry::NAME_CONFLICTS).increment(conflicts as u64);
+            metrics::counter!(telemetry::NAME_CONFLICTS).increment(conflicts);
             tracing::warn!(
                 conflicts,
                 "names taken by other nodes meanwhile; left alone"

@@ -333,13 +333,17 @@ async fn seq_is_gapless_refuses_closed_rooms_and_restarts_after_delete() {
     sub.subscribe(f.keys.room_channel("r1")).await.unwrap();
     for expected in 1..=3 {
         assert_eq!(
-            publish_message(&f.r, &f.keys, &draft, 0, HIST).await.unwrap(),
+            publish_message(&f.r, &f.keys, &draft, 0, HIST)
+                .await
+                .unwrap(),
             Some(expected)
         );
     }
     // A floor above the counter (Redis lost it) wins.
     assert_eq!(
-        publish_message(&f.r, &f.keys, &draft, 10, HIST).await.unwrap(),
+        publish_message(&f.r, &f.keys, &draft, 10, HIST)
+            .await
+            .unwrap(),
         Some(11)
     );
     let mut frames = Vec::new();
@@ -354,7 +358,9 @@ async fn seq_is_gapless_refuses_closed_rooms_and_restarts_after_delete() {
         .await
         .unwrap());
     assert_eq!(
-        publish_message(&f.r, &f.keys, &draft, 0, HIST).await.unwrap(),
+        publish_message(&f.r, &f.keys, &draft, 0, HIST)
+            .await
+            .unwrap(),
         None
     );
     assert!(change_room(&f.r, &f.keys, "r1", &RoomChange::Delete)
@@ -373,7 +379,9 @@ async fn seq_is_gapless_refuses_closed_rooms_and_restarts_after_delete() {
     );
     f.join("n1", "bob", "r1", None).await;
     assert_eq!(
-        publish_message(&f.r, &f.keys, &draft, 0, HIST).await.unwrap(),
+        publish_message(&f.r, &f.keys, &draft, 0, HIST)
+            .await
+            .unwrap(),
         Some(1)
     );
 }
@@ -545,7 +553,9 @@ async fn publish_keeps_capped_history_and_delete_erases_it() {
         ts: 1,
     };
     for _ in 0..5 {
-        publish_message(&f.r, &f.keys, &draft, 0, HIST).await.unwrap();
+        publish_message(&f.r, &f.keys, &draft, 0, HIST)
+            .await
+            .unwrap();
     }
     let len: u64 = f.conn().xlen(f.keys.history("r1")).await.unwrap();
     assert_eq!(len, HIST.max_messages as u64, "capped at max_messages");
@@ -562,7 +572,10 @@ async fn publish_keeps_capped_history_and_delete_erases_it() {
     else {
         panic!("bob is a member");
     };
-    assert_eq!(page.messages, [draft.frame(3), draft.frame(4), draft.frame(5)]);
+    assert_eq!(
+        page.messages,
+        [draft.frame(3), draft.frame(4), draft.frame(5)]
+    );
     assert_eq!(page.last_seq, 5);
     assert!(!page.complete, "1 and 2 were trimmed");
     let outsider = HistoryQuery {
@@ -590,7 +603,9 @@ async fn publish_keeps_capped_history_and_delete_erases_it() {
         max_messages: 0,
         ttl_ms: 0,
     };
-    publish_message(&f.r, &f.keys, &draft, 0, off).await.unwrap();
+    publish_message(&f.r, &f.keys, &draft, 0, off)
+        .await
+        .unwrap();
     let exists: bool = f.conn().exists(f.keys.history("r1")).await.unwrap();
     assert!(!exists, "history off writes nothing");
 }

@@ -480,3 +480,143 @@ impl Subscriber {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backplane::LocalUser;
+    use crate::protocol::MessageDraft;
+
+    /// Records what reaches the node's clients.
+    #[derive(Default)]
+    struct Recorder {
+        frames: Mutex<Vec<Bytes>>,
+    }
+
+    impl Delivery for Recorder {
+        fn deliver_room(&self, _room: &str, frame: Bytes) {
+            self.frames.lock().unwrap().push(frame);
+        }
+        fn deliver_event(&self, _: ClusterEvent) {}
+        fn local_users(&self) -> Vec<LocalUser> {
+            Vec::new()
+        }
+        fn has_local_members(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    fn frame(seq: u64) -> Bytes {
+        MessageDraft {
+            author: "a".into(),
+            content: format!("m{seq}"),
+            room: "r".into(),
+            id: "1".into(),
+            ts: 1,
+        }
+        .frame(seq)
+    }
+
+    /// A subscriber on no Redis at all (the connection is lazy) whose
+    /// pushes the test feeds by hand.
+    fn subscriber(gap_buffer: usize) -> (Subscriber, Arc<Recorder>) {
+        let recorder = Arc::new(Recorder::default());
+        let keys = Keys::new("t");
+        let (subscriber, _stray) = Subscriber::new(
+            Client::open("redis://127.0.0.1:1/?protocol=resp3").unwrap(),
+            keys,
+            "n1",
+            recorder.clone(),
+            Arc::new(Health::new(Duration::from_secs(1))),
+            Duration::from_millis(100),
+            gap_buffer,
+        )
+        .unwrap();
+        subscriber.shared.rooms().insert("r".into());
+        (subscriber, recorder)
+    }
+
+    fn push(subscriber: &Subscriber, seq: u64) {
+        let channel = subscriber.shared.keys.room_channel("r");
+        subscriber.shared.on_push(PushInfo {
+            kind: PushKind::Message,
+            data: vec![
+                Value::BulkString(channel.into_bytes()),
+                Value::BulkString(frame(seq).to_vec()),
+            ],
+        });
+    }
+
+    fn disconnect(subscriber: &Subscriber) {
+        subscriber.shared.on_push(PushInfo {
+            kind: PushKind::Disconnection,
+            data: vec![],
+        });
+    }
+
+    fn seqs(recorder: &Recorder) -> Vec<u64> {
+        recorder
+            .frames
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|f| super::super::seq_floor::message_seq(f).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn missed_messages_go_out_before_held_ones_without_repeats() {
+        let (sub, recorder) = subscriber(16);
+        push(&sub, 1);
+        push(&sub, 2);
+        disconnect(&sub);
+        // Live frames after the reconnection wait; 5 overlaps history.
+        push(&sub, 5);
+        push(&sub, 6);
+        assert_eq!(seqs(&recorder), [1, 2], "held back during the fill");
+        assert_eq!(sub.gap_rooms(), ["r"]);
+        sub.shared.resync.store(false, Ordering::Release); // resubscribed
+        let floor = sub.deliver_missed("r", (2..=5).map(|s| (s, frame(s))).collect());
+        assert_eq!(floor, 5);
+        assert_eq!(sub.release_gap("r", false, false), GapRelease::Released);
+        push(&sub, 7);
+        assert_eq!(seqs(&recorder), [1, 2, 3, 4, 5, 6, 7]);
+        assert!(sub.gap_rooms().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_overflowed_buffer_or_a_new_drop_keeps_the_room_held() {
+        let (sub, recorder) = subscriber(2);
+        push(&sub, 1);
+        disconnect(&sub);
+        for seq in 2..=5 {
+            push(&sub, seq);
+        }
+        assert_eq!(
+            sub.release_gap("r", false, false),
+            GapRelease::Pending,
+            "not resubscribed yet"
+        );
+        sub.shared.resync.store(false, Ordering::Release);
+        sub.deliver_missed("r", (2..=3).map(|s| (s, frame(s))).collect());
+        assert_eq!(
+            sub.release_gap("r", false, false),
+            GapRelease::Overflowed,
+            "4 and 5 were dropped from the buffer: read again"
+        );
+        push(&sub, 6);
+        sub.deliver_missed("r", (4..=6).map(|s| (s, frame(s))).collect());
+        assert_eq!(sub.release_gap("r", false, false), GapRelease::Released);
+        assert_eq!(seqs(&recorder), [1, 2, 3, 4, 5, 6]);
+    }
+
+    #[tokio::test]
+    async fn history_off_holds_nothing_back() {
+        let (sub, recorder) = subscriber(0);
+        push(&sub, 1);
+        disconnect(&sub);
+        push(&sub, 3);
+        assert_eq!(seqs(&recorder), [1, 3]);
+        assert!(sub.gap_rooms().is_empty());
+    }
+}
