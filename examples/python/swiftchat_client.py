@@ -615,6 +615,16 @@ async def _main(argv: list[str]) -> int:
     chat.on("room_state", lambda s: print(f"* room {s['room']}: {s['reason']}"))
     chat.on("shutdown", lambda s: print(f"* server shutting down: {s.get('reason') or 'no reason'}"))
     chat.on("login", lambda c: print(f"* logged in as {c['me']['name']} in {c['me']['room']}"))
+
+    def earlier(h: dict) -> None:
+        if h["reason"] == "join" and h["messages"]:
+            print(f"--- earlier messages in {h['room']} ---")
+            for m in h["messages"]:
+                print(f"[{m['room']}] {m['author']}: {m['content']}")
+            print("--- end of earlier messages ---")
+
+    chat.on("history", earlier)
+    chat.on("resumed", lambda r: None if r["complete"] else print("! some messages could not be recovered"))
     runner = asyncio.create_task(chat.run())
 
     async def read_stdin() -> None:
