@@ -309,6 +309,11 @@ impl View {
                     // Our own arrival: the login or "now in room" line said it.
                     return event;
                 }
+                if code == "unknown_op" && self.history_for.take().is_some() {
+                    // A server without history refused our HISTORY_REQUEST:
+                    // nothing the person typed, so nothing to print.
+                    return event;
+                }
                 let text = match code.as_str() {
                     "joined" => format!("* {} joined {}", field(d, "user"), field(d, "room")),
                     "left" => format!("* {} left {}", field(d, "user"), field(d, "room")),
@@ -480,6 +485,12 @@ mod tests {
         );
         // A second answer nobody asked for prints nothing.
         assert!(lines(&mut v, history).is_empty());
+        // An unknown_op that answers our request is not printed; another one is.
+        let unknown = json!({"op":7,"d":{"code":"unknown_op","error":true,"message":"Unknown op 8.",
+            "room":null,"user":null}});
+        v.history_for = Some(("general".into(), None));
+        assert!(lines(&mut v, unknown.clone()).is_empty());
+        assert_eq!(lines(&mut v, unknown), ["! Unknown op 8. (unknown_op)"]);
         // A move asks again, for the new room; an empty history prints nothing.
         let e = v.handle(&json!({"op":4,"d":{"me":{"name":"ada","room":"lounge"}}}));
         assert_eq!(e.lines, ["* now in room lounge"]);
