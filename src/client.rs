@@ -13,6 +13,20 @@
 //! * server shutting down: Maintenance     SHUTDOWN (op 3)
 //! ```
 //!
+//! After the login and after each change of room it asks for the room's
+//! latest messages (HISTORY_REQUEST, op 8) and prints them between two
+//! marker lines, so they read as what was said before you came:
+//!
+//! ```text
+//! --- earlier messages in general ---
+//! [general] bob: anyone around?
+//! --- end of earlier messages ---
+//! ```
+//!
+//! A message that arrives live while that answer is on its way is printed
+//! at once and left out of the earlier block (`seq` tells them apart), so no
+//! line is printed twice.
+//!
 //! It exits when the server closes the connection, or after the end of
 //! standard input (it then closes the connection itself). A refused login
 //! ends it with an error. It does not reconnect: it is a tool for a person
@@ -95,6 +109,9 @@ pub async fn run_with<W: Write>(
                         let event = view.handle(&payload);
                         for text in &event.lines {
                             line(&mut out, text)?;
+                        }
+                        for request in &event.requests {
+                            sink.send(Message::text(request.to_string())).await?;
                         }
                         if let Some(refusal) = event.login_refused {
                             let _ = sink.send(Message::Close(None)).await;
@@ -183,17 +200,26 @@ fn field(d: &Value, key: &str) -> String {
     }
 }
 
+/// How many earlier messages are printed on login and on a change of room:
+/// a screenful, not the whole history.
+const EARLIER_MESSAGES: u64 = 20;
+
 /// What the client knows, and how it turns payloads into lines.
 #[derive(Debug, Default)]
 struct View {
     logged_in: bool,
     name: String,
     room: String,
+    /// The room whose HISTORY answer is awaited, with the smallest `seq` of
+    /// its live messages printed meanwhile (earlier lines must stay below it).
+    history_for: Option<(String, Option<i64>)>,
 }
 
 #[derive(Debug, Default)]
 struct Event {
     lines: Vec<String>,
+    /// Payloads to send (the HISTORY_REQUEST after a login or a move).
+    requests: Vec<Value>,
     /// Set when the login was refused, with the server's message.
     login_refused: Option<String>,
 }
@@ -207,12 +233,17 @@ impl View {
         let empty = Value::Null;
         let d = payload.get("d").unwrap_or(&empty);
         match op {
-            0 => event.lines.push(format!(
-                "[{}] {}: {}",
-                field(d, "room"),
-                field(d, "author"),
-                field(d, "content")
-            )),
+            0 => {
+                if let Some((room, first_live)) = &mut self.history_for {
+                    if d.get("room").and_then(Value::as_str) == Some(room.as_str()) {
+                        if let Some(seq) = d.get("seq").and_then(Value::as_i64) {
+                            *first_live = Some(first_live.map_or(seq, |s| s.min(seq)));
+                        }
+                    }
+                }
+                event.lines.push(message_line(d));
+            }
+            9 => self.earlier(d, &mut event),
             2 => {
                 let room = field(d, "room");
                 let text = match field(d, "reason").as_str() {
@@ -258,8 +289,10 @@ impl View {
                         "* logged in as {} in room {room} ({users} online); type {prefix}help for the commands",
                         field(me, "name"),
                     ));
-                } else if room != self.room {
+                    event.requests.push(self.ask_history(&room));
+                } else if room != self.room && !room.is_empty() {
                     event.lines.push(format!("* now in room {room}"));
+                    event.requests.push(self.ask_history(&room));
                 }
                 self.room = room;
                 let name = field(me, "name");
@@ -276,6 +309,11 @@ impl View {
                     // Our own arrival: the login or "now in room" line said it.
                     return event;
                 }
+                if code == "unknown_op" && self.history_for.take().is_some() {
+                    // A server without history refused our HISTORY_REQUEST:
+                    // nothing the person typed, so nothing to print.
+                    return event;
+                }
                 let text = match code.as_str() {
                     "joined" => format!("* {} joined {}", field(d, "user"), field(d, "room")),
                     "left" => format!("* {} left {}", field(d, "user"), field(d, "room")),
@@ -286,11 +324,64 @@ impl View {
                 if error && !self.logged_in {
                     event.login_refused = Some(format!("{message} ({code})"));
                 }
+                if error && matches!(code.as_str(), "unknown_op" | "not_in_room") {
+                    // Our history request was refused (a server without
+                    // history, or we moved on): no answer will come.
+                    self.history_for = None;
+                }
             }
             _ => {}
         }
         event
     }
+
+    /// The HISTORY_REQUEST for `room`'s latest messages.
+    fn ask_history(&mut self, room: &str) -> Value {
+        self.history_for = Some((room.to_string(), None));
+        json!({"op": 8, "d": {"room": room, "limit": EARLIER_MESSAGES}})
+    }
+
+    /// Prints a HISTORY answer as the block of earlier messages.
+    fn earlier(&mut self, d: &Value, event: &mut Event) {
+        let room = d.get("room").and_then(Value::as_str).unwrap_or_default();
+        let first_live = match &self.history_for {
+            Some((awaited, first_live)) if awaited == room => *first_live,
+            _ => return, // not the answer we wait for (we moved on)
+        };
+        self.history_for = None;
+        let Some(messages) = d.get("messages").and_then(Value::as_array) else {
+            return;
+        };
+        let earlier: Vec<&Value> = messages
+            .iter()
+            .filter(
+                |m| match (m.get("seq").and_then(Value::as_i64), first_live) {
+                    (Some(seq), Some(live)) => seq < live,
+                    _ => true,
+                },
+            )
+            .collect();
+        if earlier.is_empty() {
+            return;
+        }
+        let room = clean(room);
+        event
+            .lines
+            .push(format!("--- earlier messages in {room} ---"));
+        event.lines.extend(earlier.into_iter().map(message_line));
+        event
+            .lines
+            .push("--- end of earlier messages ---".to_string());
+    }
+}
+
+fn message_line(d: &Value) -> String {
+    format!(
+        "[{}] {}: {}",
+        field(d, "room"),
+        field(d, "author"),
+        field(d, "content")
+    )
 }
 
 #[cfg(test)]
@@ -361,6 +452,54 @@ mod tests {
             ),
             ["* now in room lounge"]
         );
+    }
+
+    #[test]
+    fn earlier_messages_are_asked_for_and_printed_once() {
+        let mut v = View::default();
+        let e = v.handle(&json!({"op":4,"d":{"users":1,"me":{"name":"ada","room":"general"}}}));
+        assert_eq!(
+            e.requests,
+            [json!({"op":8,"d":{"room":"general","limit":EARLIER_MESSAGES}})]
+        );
+        // seq 3 arrives live before the answer, which holds it too.
+        assert_eq!(
+            lines(
+                &mut v,
+                json!({"op":0,"d":{"author":"bob","content":"three","room":"general","seq":3}})
+            ),
+            ["[general] bob: three"]
+        );
+        let history = json!({"op":9,"d":{"room":"general","epoch":"e1","last_seq":3,"complete":true,
+            "messages":[{"author":"cy","content":"one","room":"general","seq":1},
+                        {"author":"bob","content":"two","room":"general","seq":2},
+                        {"author":"bob","content":"three","room":"general","seq":3}]}});
+        assert_eq!(
+            lines(&mut v, history.clone()),
+            [
+                "--- earlier messages in general ---",
+                "[general] cy: one",
+                "[general] bob: two",
+                "--- end of earlier messages ---"
+            ]
+        );
+        // A second answer nobody asked for prints nothing.
+        assert!(lines(&mut v, history).is_empty());
+        // An unknown_op that answers our request is not printed; another one is.
+        let unknown = json!({"op":7,"d":{"code":"unknown_op","error":true,"message":"Unknown op 8.",
+            "room":null,"user":null}});
+        v.history_for = Some(("general".into(), None));
+        assert!(lines(&mut v, unknown.clone()).is_empty());
+        assert_eq!(lines(&mut v, unknown), ["! Unknown op 8. (unknown_op)"]);
+        // A move asks again, for the new room; an empty history prints nothing.
+        let e = v.handle(&json!({"op":4,"d":{"me":{"name":"ada","room":"lounge"}}}));
+        assert_eq!(e.lines, ["* now in room lounge"]);
+        assert_eq!(e.requests[0]["d"]["room"], "lounge");
+        assert!(lines(
+            &mut v,
+            json!({"op":9,"d":{"room":"lounge","epoch":"e2","last_seq":0,"complete":true,"messages":[]}})
+        )
+        .is_empty());
     }
 
     #[test]

@@ -4,7 +4,8 @@
  * Speaks the SwiftChat wire protocol v1 over `ws(s)://<this host>/ws`:
  * IDENTIFY (op 5) to log in, MESSAGE_CREATE (op 1) for messages and
  * commands, CACHE_REQUEST (op 6) to refresh the room list; it renders
- * MESSAGE (0), ROOM_STATE (2), SHUTDOWN (3), CACHE_UPDATE (4) and NOTICE (7).
+ * MESSAGE (0), ROOM_STATE (2), SHUTDOWN (3), CACHE_UPDATE (4), NOTICE (7) and
+ * HISTORY (9), which it asks for with HISTORY_REQUEST (8).
  *
  * Safety: every string that comes from the network is put into the page with
  * textContent / createTextNode only, never as HTML.
@@ -20,6 +21,18 @@
  * never after close codes 1008, 1009, 4003, nor after SHUTDOWN with
  * `reconnect: false`; at least 5 s after 4008. A reconnect logs in again with
  * the same name, token and room (and the room's password if the user gave one).
+ *
+ * History: after a login or a change of room the client asks for the room's
+ * latest messages and shows them under an "Earlier messages" divider, muted;
+ * live messages of the room that arrive meanwhile are held back and shown
+ * after them. It keeps its position in the room (epoch and last seq); after a
+ * reconnect into the same room it asks with `after` and `epoch`, pages until
+ * the room's `last_seq`, then shows the held-back live messages: each message
+ * appears once (lines are keyed by room, epoch and seq). A live message whose
+ * seq skips some does the same. When history cannot fill a gap, a line says
+ * "Some messages could not be recovered." Scrolling to the top (or the
+ * "Show earlier messages" button) asks for the messages `before` the oldest
+ * one shown.
  */
 'use strict';
 
@@ -28,6 +41,7 @@
   const OP = {
     MESSAGE: 0, MESSAGE_CREATE: 1, ROOM_STATE: 2, SHUTDOWN: 3,
     CACHE_UPDATE: 4, IDENTIFY: 5, CACHE_REQUEST: 6, NOTICE: 7,
+    HISTORY_REQUEST: 8, HISTORY: 9,
   };
   const NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
   const ROOM_RE = /^[A-Za-z0-9_-]{1,32}$/;
@@ -47,6 +61,10 @@
   const MAX_ITEMS = 600;
   const BACKOFF_BASE_MS = 1000;
   const BACKOFF_MAX_MS = 30000;
+  const HISTORY_PAGE = 50;            // messages shown on join, and per "earlier" page
+  const HISTORY_TIMEOUT_MS = 10000;   // a HISTORY answer later than this is given up on
+  const MAX_HELD_BACK = 1000;         // live messages held while history loads; more come from history
+  const MAX_QUEUED_REQUESTS = 8;
   const COMMANDS = [
     { name: 'help', args: '', desc: 'List the commands' },
     { name: 'join', args: 'ROOM [PASSWORD]', desc: 'Move to a room (created if new)' },
@@ -91,7 +109,13 @@
     loginFailures: 0,
     loginRetryTimer: 0,
     fallbackRoom: null,      // room to \join after a login that had to skip it
-    lastSeq: new Map(),
+    pos: null,               // {room, epoch, seq}: the last message shown of the current room
+    sync: null,              // {room, kind: 'join'|'resume', held: [], missed, complete, first}
+    inflight: null,          // the HISTORY_REQUEST awaiting its answer: {room, kind, d, timer}
+    hqueue: [],              // history requests waiting behind it
+    oldestSeq: null,         // smallest seq shown of the current room (for "earlier")
+    earlierAnchor: null,     // the "Earlier messages" divider: older pages go right after it
+    loadOlderItem: null,     // the "Show earlier messages" button's line
     pendingUsers: 0,         // silent users queries awaiting their answer
     userAskedUsers: false,
     expectMove: 0,           // time the user last asked to move
@@ -276,6 +300,7 @@
       case OP.SHUTDOWN: onShutdown(d); break;
       case OP.CACHE_UPDATE: onCacheUpdate(d); break;
       case OP.NOTICE: onNotice(d); break;
+      case OP.HISTORY: onHistory(d); break;
       default: break; // unknown ops are ignored, as the protocol allows new ones
     }
   }
@@ -284,6 +309,7 @@
     state.ws = null;
     const wasLoggedIn = state.loggedIn;
     state.loggedIn = false;
+    cancelHistory(); // state.pos stays: the next login into the room resumes from it
     clearTimeout(state.loginRetryTimer);
     stopPolling();
     if (state.leaving) return;
@@ -572,10 +598,11 @@
       state.pendingJoin = null;
     }
     saveSession();
-    state.lastSeq.delete(room);
     state.members = new Set([state.name]);
     state.membersKnown = false;
     if (prev !== room) addDivider(`Now in #${room}`);
+    const pos = state.pos;
+    startSync(room, justLoggedIn && pos && pos.room === room && pos.epoch ? 'resume' : 'join');
     maybeEmpty(room);
     // Ask who is here; the answer is parsed, not shown.
     state.pendingUsers += 1;
@@ -592,33 +619,262 @@
     if (moved && asked) state.expectMove = 0;
   }
 
+  // ----------------------------------------------------------------- history
+  /** Starts fetching the room's history: 'join' = its latest messages,
+   * 'resume' = those after state.pos. Live messages of the room wait. */
+  function startSync(room, kind) {
+    cancelHistory();
+    if (kind === 'join') {
+      state.pos = { room, epoch: null, seq: 0 };
+      state.oldestSeq = null;
+      state.earlierAnchor = null;
+      if (state.loadOlderItem) state.loadOlderItem.remove();
+      state.loadOlderItem = null;
+    }
+    state.sync = { room, kind, held: [], missed: 0, complete: true, first: true };
+    const pos = state.pos;
+    historyRequest({ room, kind: 'sync', d: kind === 'join'
+      ? { room, limit: HISTORY_PAGE }
+      : { room, after: pos.seq, epoch: pos.epoch } });
+  }
+
+  function historyRequest(req) {
+    if (state.inflight) {
+      state.hqueue.push(req);
+      if (state.hqueue.length > MAX_QUEUED_REQUESTS) state.hqueue.shift();
+      return;
+    }
+    if (!send(OP.HISTORY_REQUEST, req.d)) return;
+    state.inflight = req;
+    req.timer = setTimeout(() => { if (state.inflight === req) historyFailed(); }, HISTORY_TIMEOUT_MS);
+  }
+  function nextHistoryRequest() {
+    if (!state.inflight && state.hqueue.length) historyRequest(state.hqueue.shift());
+  }
+  function cancelHistory() {
+    if (state.inflight) clearTimeout(state.inflight.timer);
+    state.inflight = null;
+    state.hqueue = [];
+    state.sync = null;
+    setLoadingOlder(false);
+  }
+  /** The request in flight got no answer (refused or too late): show what is held. */
+  function historyFailed() {
+    const req = state.inflight;
+    if (!req) return;
+    clearTimeout(req.timer);
+    state.inflight = null;
+    if (req.kind === 'older') setLoadingOlder(false);
+    if (req.kind === 'sync' && state.sync && state.sync.room === req.room) {
+      state.sync.complete = false;
+      releaseHeld(false);
+    }
+    nextHistoryRequest();
+  }
+
+  /** A history request counts against the message rate limit: a
+   * `rate_limited` notice while one is in flight may be its answer, so it is
+   * sent again a little later (an extra answer is ignored). */
+  function retryHistory() {
+    const req = state.inflight;
+    clearTimeout(req.timer);
+    req.retries = (req.retries || 0) + 1;
+    if (req.retries > 3) { historyFailed(); return; }
+    req.timer = setTimeout(() => {
+      if (state.inflight !== req) return;
+      send(OP.HISTORY_REQUEST, req.d);
+      req.timer = setTimeout(() => { if (state.inflight === req) historyFailed(); }, HISTORY_TIMEOUT_MS);
+    }, 1000 + Math.random() * 1000);
+  }
+
+  function onHistory(d) {
+    const req = state.inflight;
+    if (!req || str(d.room) !== req.room) return; // nobody waits for this answer any more
+    clearTimeout(req.timer);
+    state.inflight = null;
+    const page = {
+      room: str(d.room),
+      epoch: typeof d.epoch === 'string' ? d.epoch : null,
+      messages: (Array.isArray(d.messages) ? d.messages : [])
+        .filter((m) => m && typeof m === 'object' && Number.isInteger(m.seq))
+        .sort((a, b) => a.seq - b.seq),
+      complete: d.complete !== false,
+      lastSeq: Number.isInteger(d.last_seq) ? d.last_seq : null,
+    };
+    if (req.kind === 'sync') onSyncPage(page);
+    else if (req.kind === 'older') onOlderPage(page);
+    nextHistoryRequest();
+  }
+
+  function onSyncPage(page) {
+    const s = state.sync;
+    const pos = state.pos;
+    if (!s || !pos || s.room !== page.room) return;
+    const first = s.first;
+    s.first = false;
+    let progressed = false;
+    const msgs = page.messages;
+    if (first && s.kind === 'join') {
+      pos.epoch = page.epoch;
+      pos.seq = Math.max(msgs.length ? msgs[msgs.length - 1].seq : 0, page.lastSeq || 0);
+      showEarlier(page.room, msgs);
+    } else {
+      if (page.epoch && pos.epoch && page.epoch !== pos.epoch) {
+        pos.seq = 0; // deleted and created again: a new numbering, these are its latest
+        state.oldestSeq = null;
+      }
+      if (page.epoch) pos.epoch = page.epoch;
+      if (!page.complete) s.complete = false;
+      for (const m of msgs) {
+        if (m.seq <= pos.seq) continue;
+        pos.seq = m.seq;
+        s.missed += 1;
+        progressed = true;
+        showMessage(m);
+      }
+      if (progressed && page.lastSeq !== null && pos.seq < page.lastSeq) {
+        historyRequest({ room: s.room, kind: 'sync', d: { room: s.room, after: pos.seq, epoch: pos.epoch } });
+        return;
+      }
+    }
+    releaseHeld(first || progressed);
+  }
+
+  /** Shows the held-back live messages in seq order, asking history for a
+   * hole before them while that still makes progress. */
+  function releaseHeld(mayAsk) {
+    const s = state.sync;
+    const pos = state.pos;
+    s.held.sort((a, b) => a.seq - b.seq);
+    while (s.held.length) {
+      const m = s.held[0];
+      if (m.seq <= pos.seq) { s.held.shift(); continue; }
+      if (m.seq > pos.seq + 1) {
+        if (mayAsk && pos.epoch) {
+          historyRequest({ room: s.room, kind: 'sync', d: { room: s.room, after: pos.seq, epoch: pos.epoch } });
+          return;
+        }
+        s.complete = false;
+      }
+      s.held.shift();
+      pos.seq = m.seq;
+      showMessage(m);
+    }
+    state.sync = null;
+    if (!s.complete && (s.kind === 'resume' || s.missed)) {
+      addSys('gap', 'Some messages could not be recovered.');
+    }
+  }
+
   function onMessage(d) {
+    const room = str(d.room);
+    const seq = d.seq;
+    const s = state.sync;
+    const pos = state.pos;
+    if (s && room === s.room && Number.isInteger(seq)) {
+      if (s.held.length < MAX_HELD_BACK) s.held.push(d); // else fetched from history later
+      return;
+    }
+    if (pos && room === pos.room && Number.isInteger(seq)) {
+      if (seq <= pos.seq) return; // shown already (from history)
+      if (pos.epoch && seq > pos.seq + 1) {
+        // A hole in seq: fetch the missing ones first.
+        startSync(room, 'resume');
+        if (state.sync) { state.sync.held.push(d); return; }
+      }
+      pos.seq = seq;
+    }
+    showMessage(d);
+  }
+
+  /** The key that makes a message line unique: room, the room's epoch, seq. */
+  function msgKey(d) {
+    const room = str(d.room);
+    const epoch = state.pos && state.pos.room === room ? str(state.pos.epoch) : '';
+    return `${room}|${epoch}|${str(d.seq)}`;
+  }
+  function isShown(key) {
+    return !!$('messages').querySelector(`.msg[data-key="${CSS.escape(key)}"]`);
+  }
+
+  /** Shows a message at the end of the list, unless it is there already. */
+  function showMessage(d) {
+    const key = msgKey(d);
+    if (isShown(key)) return;
+    addItem(buildMessage(d, key, $('messages').lastElementChild, false));
+  }
+
+  /** The room's latest messages on join: under an "Earlier messages" divider. */
+  function showEarlier(room, msgs) {
+    const fresh = msgs.filter((m) => !isShown(msgKey(m)));
+    state.oldestSeq = msgs.length ? msgs[0].seq : null;
+    if (!fresh.length) return;
+    state.loadOlderItem = el('li', { class: 'load-older' },
+      el('button', { type: 'button', class: 'btn small', onclick: () => loadOlder() }, 'Show earlier messages'));
+    state.loadOlderItem.hidden = !(state.oldestSeq > 1);
+    addItem(state.loadOlderItem);
+    state.earlierAnchor = el('li', { class: 'divider earlier', role: 'separator', text: 'Earlier messages' });
+    addItem(state.earlierAnchor);
+    for (const m of fresh) addItem(buildMessage(m, msgKey(m), $('messages').lastElementChild, true));
+  }
+
+  /** Scrolling back: the messages before the oldest one shown. */
+  function loadOlder() {
+    const pos = state.pos;
+    if (!pos || !state.loggedIn || state.inflight || state.sync || !(state.oldestSeq > 1)) return;
+    setLoadingOlder(true);
+    historyRequest({ room: pos.room, kind: 'older', d: { room: pos.room, before: state.oldestSeq, limit: HISTORY_PAGE } });
+  }
+  function setLoadingOlder(on) {
+    state.loadingOlder = on;
+    const item = state.loadOlderItem;
+    if (item) {
+      const b = item.querySelector('button');
+      b.disabled = on;
+      b.textContent = on ? 'Loading earlier messages…' : 'Show earlier messages';
+    }
+  }
+  function onOlderPage(page) {
+    setLoadingOlder(false);
+    const pos = state.pos;
+    if (!pos || pos.room !== page.room) return;
+    const msgs = page.messages.filter((m) => m.seq < (state.oldestSeq || Infinity));
+    state.oldestSeq = msgs.length ? msgs[0].seq : 0; // 0: nothing older is left
+    if (state.loadOlderItem) state.loadOlderItem.hidden = !(state.oldestSeq > 1);
+    const list = $('messages');
+    const anchor = state.earlierAnchor && state.earlierAnchor.isConnected ? state.earlierAnchor : null;
+    const frag = document.createDocumentFragment();
+    let prev = anchor;
+    for (const m of msgs) {
+      const key = msgKey(m);
+      if (isShown(key)) continue;
+      const li = buildMessage(m, key, prev, true);
+      frag.appendChild(li);
+      prev = li;
+    }
+    // Keep what the reader looks at in place while lines go in above it.
+    const fromBottom = list.scrollHeight - list.scrollTop;
+    list.insertBefore(frag, anchor ? anchor.nextSibling : list.firstChild);
+    list.scrollTop = list.scrollHeight - fromBottom;
+  }
+
+  function buildMessage(d, key, prevItem, earlier) {
     const author = str(d.author);
     const content = str(d.content);
     const room = str(d.room);
-    const seq = Number(d.seq);
-    if (Number.isInteger(seq) && state.lastSeq.has(room)) {
-      const expected = state.lastSeq.get(room) + 1;
-      if (seq > expected) {
-        const n = seq - expected;
-        addSys('gap', `${n} message${n === 1 ? '' : 's'} could not be delivered here.`);
-      }
-    }
-    if (Number.isInteger(seq)) state.lastSeq.set(room, Math.max(seq, state.lastSeq.get(room) || 0));
-
     const t = fmtTime(d.ts);
-    const list = $('messages');
-    const prevItem = list.lastElementChild;
     const cont = prevItem && prevItem.classList.contains('msg') &&
       prevItem.dataset.author === author && prevItem.dataset.room === room &&
+      prevItem.classList.contains('earlier') === earlier &&
       Number(d.ts) - Number(prevItem.dataset.ts) < 5 * 60 * 1000;
     const mine = author.toLowerCase() === state.name.toLowerCase();
-    const mention = !mine && state.name &&
+    const mention = !mine && !earlier && state.name &&
       new RegExp(`(^|[^A-Za-z0-9_.-])@?${escapeRe(state.name)}($|[^A-Za-z0-9_-])`, 'i').test(content);
-    const li = el('li', {
-      class: 'msg' + (cont ? ' cont' : '') + (mine ? ' mine' : '') + (mention ? ' mention' : ''),
+    return el('li', {
+      class: 'msg' + (cont ? ' cont' : '') + (mine ? ' mine' : '') + (mention ? ' mention' : '') +
+        (earlier ? ' earlier' : ''),
       'data-author': author, 'data-room': room, 'data-ts': str(d.ts), 'data-seq': str(d.seq),
-      'data-id': str(d.id),
+      'data-id': str(d.id), 'data-key': key,
     },
     avatar(author),
     el('div', { class: 'msg-body' },
@@ -627,7 +883,6 @@
         el('span', { class: 'msg-room', text: '#' + room }),
         el('time', { class: 'msg-time', datetime: isFinite(d.ts) ? new Date(Number(d.ts)).toISOString() : null, title: t.full, text: t.short })),
       el('p', { class: 'msg-content', title: cont ? t.short : null }, linkify(content))));
-    addItem(li);
   }
   const escapeRe = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
@@ -677,6 +932,12 @@
       }
       default:
         if (isError) {
+          if (state.inflight && (code === 'unknown_op' || code === 'not_in_room')) {
+            // Our history request was refused (a server without history, or we moved on).
+            historyFailed();
+            if (code === 'unknown_op') return;
+          }
+          if (code === 'rate_limited' && state.inflight) retryHistory();
           if (code === 'rate_limited' && state.pendingUsers > 0) state.pendingUsers -= 1;
           addNotice('error', code, message || code);
           if (code === 'banned' || code === 'room_locked' || code === 'room_closed' || code === 'no_such_room') {
@@ -1227,7 +1488,11 @@
       m.scrollTop = m.scrollHeight;
       $('jump').hidden = true;
     });
-    $('messages').addEventListener('scroll', () => { if (nearBottom()) $('jump').hidden = true; });
+    $('messages').addEventListener('scroll', () => {
+      const m = $('messages');
+      if (nearBottom()) $('jump').hidden = true;
+      if (m.scrollTop < 40 && state.loadOlderItem && !state.loadOlderItem.hidden) loadOlder();
+    });
     document.addEventListener('keydown', (e) => {
       if (e.key === 'Escape' && closeDrawers()) {
         e.preventDefault();
@@ -1269,6 +1534,8 @@
       get name() { return state.name; },
       get attempts() { return state.attempts; },
       get prefix() { return state.prefix; },
+      get position() { return state.pos ? { ...state.pos } : null; },
+      get oldestSeq() { return state.oldestSeq; },
     }),
   });
 

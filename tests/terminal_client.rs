@@ -1,6 +1,7 @@
 //! The terminal client (`swiftchat client URL --name NAME`) against a real
 //! node: both are the real binary, the client's stdin is a pipe and its
-//! stdout is read line by line.
+//! stdout is read line by line. Also: the room's earlier messages printed
+//! as a block on login and on `\join`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -312,4 +313,65 @@ fn an_unreachable_server_is_an_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot connect"), "stderr: {err}");
+}
+
+#[test]
+fn earlier_messages_are_printed_on_login_and_on_join() {
+    let node = Node::start();
+    let mut alice = Client::start(&node, "alice");
+    alice.expect("alice logged in", |l| l.starts_with("* logged in as alice"));
+    for text in ["one", "two", "three"] {
+        alice.type_line(text);
+    }
+    alice.expect_line("[general] alice: three");
+
+    // bob logs in after them: they are printed as a block of earlier messages.
+    let mut bob = Client::start(&node, "bob");
+    bob.expect("bob logged in", |l| l.starts_with("* logged in as bob"));
+    bob.expect_line("--- end of earlier messages ---");
+    let block: Vec<&str> = bob.seen.iter().map(String::as_str).collect();
+    let start = block
+        .iter()
+        .position(|l| *l == "--- earlier messages in general ---")
+        .unwrap_or_else(|| panic!("no header; printed:\n{}", block.join("\n")));
+    assert_eq!(
+        block[start..],
+        [
+            "--- earlier messages in general ---",
+            "[general] alice: one",
+            "[general] alice: two",
+            "[general] alice: three",
+            "--- end of earlier messages ---",
+        ]
+    );
+
+    // Joining a room prints its earlier messages too.
+    alice.type_line("\\join side");
+    alice.expect_line("* now in room side");
+    alice.type_line("said in side");
+    alice.expect_line("[side] alice: said in side");
+    bob.type_line("\\join side");
+    bob.expect_line("* now in room side");
+    bob.expect_line("--- earlier messages in side ---");
+    bob.expect_line("[side] alice: said in side");
+    bob.expect_line("--- end of earlier messages ---");
+
+    // New messages are printed once, as they come.
+    alice.type_line("live now");
+    bob.expect_line("[side] alice: live now");
+    bob.close_stdin();
+    let (ok, err) = bob.wait_exit();
+    assert!(ok, "stderr: {err}");
+    for line in [
+        "[general] alice: one",
+        "[side] alice: said in side",
+        "[side] alice: live now",
+    ] {
+        assert_eq!(
+            bob.seen.iter().filter(|l| *l == line).count(),
+            1,
+            "{line:?} printed once; printed:\n{}",
+            bob.seen.join("\n")
+        );
+    }
 }

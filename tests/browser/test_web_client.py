@@ -4,13 +4,17 @@ What a person does: two people log in, chat both ways, switch rooms (typing
 the command and clicking the room list), one bans the other, who sees it, and
 a shutdown shows its banner. Also: reconnecting after a node restart restores
 name and room; message text can never become HTML; login errors are shown on
-the form. Screenshots at desktop and phone width go to docs/screenshots/.
+the form; history: the room's latest messages shown as earlier ones at login,
+older ones loaded by scrolling up, the gap of a dropped connection filled
+exactly once after the reconnect (a dropped socket on a standalone node, and
+a node restart on Redis), and a gap beyond retention marked. Screenshots at desktop and phone width go to docs/screenshots/.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -161,8 +165,14 @@ def test_page_and_assets_are_served_self_contained(node):
 
 
 def test_two_people_chat_switch_rooms_ban_and_shutdown(node, browsers):
+    # Said before anyone logs in: shown as earlier messages (and in the screenshots).
+    carol = Talker(node.ws_url, "carol")
+    carol.say("Morning! The release notes draft is in the team doc.", "Standup moves to 10:30 today.")
+    carol.close()
     alice, bob = browsers(), browsers()
     login(alice, node.http_url, "alice")
+    wait_until(alice, lambda d: [m["seq"] for m in room_messages(d) if m["earlier"]] == [1, 2],
+               "carol's messages shown as earlier ones")
     login(bob, node.http_url, "bob")
 
     # Room list and people come from CACHE_UPDATE, \users and joined notices.
@@ -188,7 +198,7 @@ def test_two_people_chat_switch_rooms_ban_and_shutdown(node, browsers):
     wait_until(alice, lambda d: has_message(d, "bob", "Almost, the changelog is at https://example.com/changes"),
                "alice receives bob's message")
     msg = [m for m in messages(alice) if m["author"] == "bob"][0]
-    assert msg["room"] == "general" and msg["seq"] == "2"
+    assert msg["room"] == "general" and msg["seq"] == "4"
     assert msg["time"].strip(), "the message shows its time"
     link = alice.find_element(By.CSS_SELECTOR, "#messages .msg-content a")
     assert link.get_attribute("href") == "https://example.com/changes"
@@ -405,3 +415,213 @@ def test_locked_room_asks_for_its_password(node, browsers):
     bob.find_element(By.ID, "pw-input").send_keys("opensesame", Keys.ENTER)
     wait_until(bob, lambda d: current_room(d) == "vault", "the right password gets bob in")
     wait_until(alice, lambda d: any("bob joined #vault" in s for s in sys_lines(d)), "alice sees bob join")
+
+
+# ------------------------------------------------------------------ history
+def history_node(tmp_path, **env) -> Node:
+    """A node whose rate limit lets a test post a room's backlog quickly."""
+    return Node(tmp_path, SWIFTCHAT_LIMITS__MESSAGES_PER_SECOND="1000",
+                SWIFTCHAT_LIMITS__MESSAGE_BURST="1000", **env).start()
+
+
+class Talker:
+    """A plain WebSocket user (no client code under test) who posts messages."""
+
+    def __init__(self, ws_url: str, name: str):
+        from websockets.sync.client import connect as sync_connect
+
+        self.name = name
+        self.ws = sync_connect(ws_url, open_timeout=10, legacy=True)
+        self.ws.send(json.dumps({"op": 5, "d": {"name": name}}))
+        self.lock = threading.Lock()
+        self._wait(lambda p: p["op"] == 4, "login")
+
+    def _wait(self, pred, what: str) -> dict:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            try:
+                p = json.loads(self.ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+            except TimeoutError:
+                continue
+            if pred(p):
+                return p
+        pytest.fail(f"{self.name}: no {what} within {WAIT} s")
+
+    def say(self, *contents: str) -> int:
+        """Posts the messages; returns the seq of the last one once it is accepted."""
+        with self.lock:
+            for c in contents:
+                self.ws.send(json.dumps({"op": 1, "d": {"content": c}}))
+            last = self._wait(lambda p: p["op"] == 0 and p["d"]["author"] == self.name
+                              and p["d"]["content"] == contents[-1], f"echo of {contents[-1]!r}")
+            return last["d"]["seq"]
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def room_messages(driver, room: str = "general") -> list[dict]:
+    return driver.execute_script("""
+        return [...document.querySelectorAll('#messages .msg')].filter(li => li.dataset.room === arguments[0])
+            .map(li => ({seq: Number(li.dataset.seq), content: li.querySelector('.msg-content').textContent,
+                         earlier: li.classList.contains('earlier')}));""", room)
+
+
+def test_history_earlier_messages_gap_fill_after_reconnect_and_scroll_back(tmp_path, browsers):
+    from tcp_proxy import TcpProxy
+
+    # History deep enough for everything said during the drop: the resume
+    # then takes several pages (page_size 100) while live messages keep coming.
+    node = history_node(tmp_path, SWIFTCHAT_HISTORY__MAX_MESSAGES="1000")
+    proxy = TcpProxy(node.port)
+    pat = None
+    try:
+        pat = Talker(node.ws_url, "pat")
+        assert pat.say(*[f"old {i}" for i in range(1, 71)]) == 70
+
+        # Logging in shows the room's latest 50 messages, marked as earlier.
+        alice = browsers()
+        login(alice, proxy.http_url, "alice")
+        wait_until(alice, lambda d: len(room_messages(d)) == 50, "the latest 50 messages shown")
+        shown = room_messages(alice)
+        assert [m["seq"] for m in shown] == list(range(21, 71))
+        assert [m["content"] for m in shown] == [f"old {i}" for i in range(21, 71)]
+        assert all(m["earlier"] for m in shown)
+        assert alice.execute_script("""
+            const d = document.querySelector('#messages .divider.earlier');
+            const first = document.querySelector('#messages .msg');
+            return d !== null && d.textContent === 'Earlier messages'
+                && !!(d.compareDocumentPosition(first) & Node.DOCUMENT_POSITION_FOLLOWING);""")
+
+        # A live message comes after them, not muted.
+        pat.say("live 1")
+        wait_until(alice, lambda d: has_message(d, "pat", "live 1"), "a live message")
+        live = room_messages(alice)[-1]
+        assert live == {"seq": 71, "content": "live 1", "earlier": False}
+        colors = alice.execute_script("""
+            const c = (sel) => getComputedStyle(document.querySelector(sel)).color;
+            return [c('#messages .msg.earlier .msg-content'), c('#messages .msg:not(.earlier) .msg-content')];""")
+        assert colors[0] != colors[1], f"earlier messages look the same as new ones: {colors}"
+
+        # Scrolling to the top loads the older ones, above, in order.
+        alice.execute_script("document.getElementById('messages').scrollTop = 0")
+        wait_until(alice, lambda d: len(room_messages(d)) == 71, "older messages loaded by scrolling up")
+        assert [m["seq"] for m in room_messages(alice)] == list(range(1, 72))
+        assert [m["content"] for m in room_messages(alice)][:3] == ["old 1", "old 2", "old 3"]
+        assert alice.execute_script("return window.swiftchat.oldestSeq") == 1
+        assert not alice.find_element(By.CSS_SELECTOR, "#messages .load-older").is_displayed(), \
+            "nothing older is left to load"
+
+        # The connection drops (the node keeps running); messages are sent
+        # meanwhile, and keep coming while the page reconnects and resumes.
+        proxy.cut()
+        wait_until(alice, lambda d: phase(d) == "reconnecting", "reconnecting after the drop")
+        pat.say(*[f"missed {i}" for i in range(1, 6)])
+        stop = threading.Event()
+
+        def keep_talking():  # about 200 messages a second
+            i = 0
+            while not stop.is_set():
+                pat.say(*[f"during {i + k}" for k in range(1, 6)])
+                i += 5
+                time.sleep(0.02)
+
+        talker = threading.Thread(target=keep_talking, daemon=True)
+        talker.start()
+        proxy.restore()
+        try:
+            wait_until(alice, lambda d: phase(d) == "online", "back online", timeout=60)
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            talker.join(10)
+        last = pat.say("after 1")
+        wait_until(alice, lambda d: has_message(d, "pat", "after 1"), "message after the resume")
+        shown = room_messages(alice)
+        seqs = [m["seq"] for m in shown]
+        # (The page keeps its last 600 lines: the oldest may have scrolled out.)
+        assert seqs[0] <= 71 and seqs == list(range(seqs[0], last + 1)), \
+            f"every message exactly once, in order: {sorted({s for s in seqs if seqs.count(s) > 1})} twice, " \
+            f"{sorted(set(range(seqs[0], last + 1)) - set(seqs))} missing"
+        assert last > 71 + 5 + 100, f"the resume needed several pages ({last} messages)"
+        contents = [m["content"] for m in shown]
+        for i in range(1, 6):
+            assert contents.count(f"missed {i}") == 1
+        assert not any(m["earlier"] for m in shown if m["seq"] > 70), \
+            "missed messages are not shown as earlier ones"
+        assert "Reconnected" in [li.text for li in alice.find_elements(By.CSS_SELECTOR, "#messages .divider")]
+        assert not any("could not be recovered" in s for s in sys_lines(alice))
+        assert proxy.accepted >= 2
+    finally:
+        if pat:
+            pat.close()
+        proxy.close()
+        node.stop()
+
+
+def test_history_gap_beyond_retention_is_marked(tmp_path, browsers):
+    from tcp_proxy import TcpProxy
+
+    node = history_node(tmp_path, SWIFTCHAT_HISTORY__MAX_MESSAGES="10")
+    proxy = TcpProxy(node.port)
+    pat = None
+    try:
+        pat = Talker(node.ws_url, "pat")
+        alice = browsers()
+        login(alice, proxy.http_url, "alice")
+        pat.say("before")
+        wait_until(alice, lambda d: has_message(d, "pat", "before"), "a live message")
+        proxy.cut()
+        wait_until(alice, lambda d: phase(d) == "reconnecting", "reconnecting after the drop")
+        last = pat.say(*[f"gone {i}" for i in range(1, 26)])  # 25 messages; history keeps 10
+        assert last == 26
+        proxy.restore()
+        wait_until(alice, lambda d: has_message(d, "pat", "gone 25"), "the last missed message", timeout=60)
+        wait_until(alice, lambda d: any("Some messages could not be recovered." in s for s in sys_lines(d)),
+                   "the gap that history could not fill is marked")
+        assert [m["seq"] for m in room_messages(alice)] == [1] + list(range(17, 27))
+    finally:
+        if pat:
+            pat.close()
+        proxy.close()
+        node.stop()
+
+
+def test_history_resume_after_the_node_restarts_on_redis(tmp_path, browsers):
+    from swiftchat_node import RedisServer
+
+    redis = RedisServer(tmp_path)
+    env = {"SWIFTCHAT_REDIS__URL": redis.url, "SWIFTCHAT_LIMITS__MESSAGES_PER_SECOND": "1000",
+           "SWIFTCHAT_LIMITS__MESSAGE_BURST": "1000"}
+    nodes = [Node(tmp_path, **env).start(), Node(tmp_path, **env).start()]
+    pat = None
+    try:
+        a, b = nodes
+        pat = Talker(b.ws_url, "pat")  # on the node that stays up
+        pat.say("before 1", "before 2")
+        alice = browsers()
+        login(alice, a.http_url, "alice")
+        wait_until(alice, lambda d: [m["seq"] for m in room_messages(d) if m["earlier"]] == [1, 2],
+                   "history from Redis shown as earlier messages")
+        pat.say("live 1")
+        wait_until(alice, lambda d: has_message(d, "pat", "live 1"), "a live message across nodes")
+
+        # alice's node restarts (drain, then a new process on the same port);
+        # pat keeps talking on the other node meanwhile.
+        a.terminate()
+        wait_until(alice, lambda d: phase(d) == "reconnecting", "reconnecting after the drain")
+        assert a.wait(20) == 0
+        pat.say(*[f"missed {i}" for i in range(1, 31)])
+        nodes.append(Node(tmp_path, port=a.port, **env).start())
+        wait_until(alice, lambda d: phase(d) == "online", "back online", timeout=60)
+        last = pat.say("after")
+        wait_until(alice, lambda d: has_message(d, "pat", "after"), "a message after the resume")
+        seqs = [m["seq"] for m in room_messages(alice)]
+        assert seqs == list(range(1, last + 1)), seqs
+        assert not any("could not be recovered" in s for s in sys_lines(alice))
+    finally:
+        if pat:
+            pat.close()
+        for n in nodes:
+            n.stop()
+        redis.stop()

@@ -7,7 +7,11 @@
 Each: log in, chat both ways, commands and their answers, every op reaching
 its callback, a drain (SHUTDOWN reconnect: true) followed by a reconnect that
 restores name and room, no reconnect after close code 1008 or after a
-cluster-wide shutdown, and a refused login.
+cluster-wide shutdown, and a refused login. History: the room's latest
+messages on login, older ones on request, and after a dropped connection
+(cut by a TCP proxy, the node keeps running) a resume that delivers every
+message sent meanwhile exactly once, in seq order, while messages keep
+coming.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import pytest
 from websockets.sync.client import connect as sync_connect
 
 from swiftchat_node import ROOT, SHUTDOWN_KEY, Node
+from tcp_proxy import TcpProxy
 
 sys.path.insert(0, str(ROOT / "examples" / "python"))
 
@@ -88,14 +93,18 @@ class Recorder:
 
     def __init__(self, client: sc.SwiftChatClient):
         self.events: list[tuple[str, object]] = []
+        self.sources: list[str | None] = []
         self.changed = asyncio.Event()
         for event in ("message", "room_state", "shutdown", "cache_update", "notice", "login",
-                      "login_failed", "close", "payload"):
+                      "login_failed", "close", "payload", "history", "resumed"):
             client.on(event, self._make(event))
 
     def _make(self, event):
         def record(*args):
-            self.events.append((event, args[0] if len(args) == 1 else args))
+            # A message comes with {"source": ...}: kept apart, in `sources`.
+            if event == "message":
+                self.sources.append(args[1]["source"] if len(args) > 1 else None)
+            self.events.append((event, args[0] if len(args) == 1 or event == "message" else args))
             self.changed.set()
         return record
 
@@ -300,11 +309,14 @@ def test_python_client_reports_a_refused_login(node):
 class JsClient:
     """examples/js/swiftchat.js in Node, through js_client_driver.mjs."""
 
-    def __init__(self, node: Node, name: str, room: str | None = None):
+    def __init__(self, node: Node | TcpProxy, name: str, room: str | None = None,
+                 history_limit: int | None = None):
         args = [NODE_JS, "--experimental-websocket", "--no-warnings",
                 str(Path(__file__).with_name("js_client_driver.mjs")), node.ws_url, name]
-        if room:
-            args.append(room)
+        if room or history_limit:
+            args.append(room or "")
+        if history_limit:
+            args.append(str(history_limit))
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, cwd=ROOT)
         self.events: queue.Queue = queue.Queue()
@@ -466,3 +478,163 @@ def test_js_client_reports_a_refused_login(node):
     finally:
         js.stop()
         peer.close()
+
+
+# ------------------------------------------------------------------ history
+def history_node(tmp_path) -> Node:
+    """A node whose rate limit lets a test post quickly, with deep history."""
+    return Node(tmp_path, SWIFTCHAT_LIMITS__MESSAGES_PER_SECOND="1000",
+                SWIFTCHAT_LIMITS__MESSAGE_BURST="1000", SWIFTCHAT_HISTORY__MAX_MESSAGES="1000").start()
+
+
+def post(peer: Peer, name: str, contents: list[str]) -> int:
+    """Posts the messages; returns the seq of the last once it is accepted."""
+    for c in contents:
+        peer.send(c)
+    return peer.expect_message(name, contents[-1])["d"]["seq"]
+
+
+class Chatter(threading.Thread):
+    """Posts bursts of messages from its own connection until stopped."""
+
+    def __init__(self, node: Node, name: str):
+        super().__init__(daemon=True)
+        self.peer = Peer(node, name)
+        self.name = name
+        self.stop = threading.Event()
+        self.sent = 0
+
+    def run(self):
+        while not self.stop.is_set():
+            post(self.peer, self.name, [f"during {self.sent + k}" for k in range(1, 6)])
+            self.sent += 5
+            time.sleep(0.02)
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.join(WAIT)
+        self.peer.close()
+
+
+def test_python_client_history_on_join_older_pages_and_resume_after_a_drop(tmp_path):
+    node = history_node(tmp_path)
+    proxy = TcpProxy(node.port)
+    pat = Peer(node, "pat")
+
+    async def scenario():
+        assert await in_thread(post, pat, "pat", [f"old {i}" for i in range(1, 31)]) == 30
+        client = sc.SwiftChatClient(proxy.ws_url, "hana", history_limit=20)
+        rec = Recorder(client)
+        task = asyncio.create_task(client.run())
+        await client.wait_logged_in()
+
+        # On login: the room's latest messages, as 'history' (reason join).
+        joined = await rec.wait(lambda e, d: e == "history", "history on join")
+        assert joined["reason"] == "join" and joined["room"] == "general" and joined["complete"]
+        assert [m["seq"] for m in joined["messages"]] == list(range(11, 31))
+        assert joined["messages"][0]["content"] == "old 11" and joined["last_seq"] == 30
+        assert client.position == {"room": "general", "epoch": joined["epoch"], "seq": 30}
+        assert client.oldest_seq == 11
+        # Older ones on request, then nothing older is left.
+        assert await client.load_older()
+        older = await rec.wait(lambda e, d: e == "history" and d["reason"] == "older", "older page")
+        assert [m["seq"] for m in older["messages"]] == list(range(1, 11))
+        assert client.oldest_seq == 1 and not await client.load_older()
+        # A request of one's own.
+        assert await client.request_history(after=27)
+        asked = await rec.wait(lambda e, d: e == "history" and d["reason"] == "requested", "own request")
+        assert [m["seq"] for m in asked["messages"]] == [28, 29, 30]
+        assert rec.of("message") == [], "history is not delivered as 'message'"
+
+        await in_thread(post, pat, "pat", ["live 1"])
+        live = await rec.wait(lambda e, d: e == "message", "a live message")
+        assert live["seq"] == 31 and rec.sources == ["live"]
+
+        # The connection drops; 150 messages are sent meanwhile (two pages of
+        # history), and more keep coming while the client resumes.
+        mark = len(rec.events)
+        proxy.cut()
+        close = await rec.wait(lambda e, d: e == "close", "close after the drop", since=mark)
+        assert close.reconnect
+        await in_thread(post, pat, "pat", [f"missed {i}" for i in range(1, 151)])
+        chatter = await in_thread(Chatter, node, "cy")
+        chatter.start()
+        proxy.restore()
+        try:
+            resumed = await rec.wait(lambda e, d: e == "resumed", "resumed", timeout=60, since=mark)
+            await asyncio.sleep(0.5)
+        finally:
+            await in_thread(chatter.finish)
+        last = await in_thread(post, pat, "pat", ["after"])
+        await rec.wait(lambda e, d: e == "message" and d["content"] == "after", "after the resume")
+        assert resumed["room"] == "general" and resumed["complete"] and resumed["missed"] >= 150
+        seqs = [m["seq"] for m in rec.of("message")]
+        assert seqs == list(range(31, last + 1)), \
+            f"each once, in order: twice {sorted({s for s in seqs if seqs.count(s) > 1})}, " \
+            f"missing {sorted(set(range(31, last + 1)) - set(seqs))}"
+        assert "history" in rec.sources and chatter.sent >= 5
+        assert len(rec.of("login")) == 2 and proxy.accepted >= 2
+        await client.close()
+        await asyncio.wait_for(task, WAIT)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        pat.close()
+        proxy.close()
+        node.stop()
+
+
+@needs_node
+def test_js_client_history_on_join_older_pages_and_resume_after_a_drop(tmp_path):
+    node = history_node(tmp_path)
+    proxy = TcpProxy(node.port)
+    pat = Peer(node, "pat")
+    js = None
+    try:
+        assert post(pat, "pat", [f"old {i}" for i in range(1, 31)]) == 30
+        js = JsClient(proxy, "jshana", history_limit=20)
+        js.expect("login")
+        joined = js.expect("history")
+        assert joined["reason"] == "join" and joined["complete"] and joined["lastSeq"] == 30
+        assert [m["seq"] for m in joined["messages"]] == list(range(11, 31))
+        js.do(older=None)
+        older = js.expect("history", lambda d: d["reason"] == "older")
+        assert [m["seq"] for m in older["messages"]] == list(range(1, 11))
+        js.do(history={"after": 27})
+        asked = js.expect("history", lambda d: d["reason"] == "requested")
+        assert [m["seq"] for m in asked["messages"]] == [28, 29, 30]
+
+        post(pat, "pat", ["live 1"])
+        live = js.expect("message")
+        assert live["seq"] == 31 and live["_source"] == "live"
+
+        proxy.cut()
+        assert js.expect("close")["reconnect"] is True
+        post(pat, "pat", [f"missed {i}" for i in range(1, 151)])
+        chatter = Chatter(node, "cy")
+        chatter.start()
+        proxy.restore()
+        try:
+            resumed = js.expect("resumed", timeout=60)
+            time.sleep(0.5)
+        finally:
+            chatter.finish()
+        last = post(pat, "pat", ["after"])
+        js.expect("message", lambda d: d["content"] == "after")
+        assert resumed["complete"] is True and resumed["missed"] >= 150
+        msgs = [e["data"] for e in js.seen if e["event"] == "message"]
+        seqs = [m["seq"] for m in msgs]
+        assert seqs == list(range(31, last + 1)), \
+            f"each once, in order: twice {sorted({s for s in seqs if seqs.count(s) > 1})}, " \
+            f"missing {sorted(set(range(31, last + 1)) - set(seqs))}"
+        assert {m["_source"] for m in msgs} == {"live", "history"}
+        assert js.count("login") == 2
+        js.do(close=True)
+        assert js.proc.wait(WAIT) == 0
+    finally:
+        if js:
+            js.stop()
+        pat.close()
+        proxy.close()
+        node.stop()
