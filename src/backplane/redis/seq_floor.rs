@@ -12,38 +12,63 @@
 //! Reading the number is not parsing the frame: MESSAGE frames are built by
 //! [`crate::protocol::MessageDraft`] and always end with `,"seq":N}}`.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};
+
+/// MESSAGE frames of a room remembered (as hashes) to drop exact repeats.
+const RECENT: usize = 16;
 
 /// Floors of the rooms this node is subscribed to (bounded by them: a room
 /// is forgotten when it is unsubscribed or deleted).
 #[derive(Default)]
 pub struct SeqFloors {
-    rooms: Mutex<HashMap<String, u64>>,
+    rooms: Mutex<HashMap<String, Floor>>,
+}
+
+#[derive(Default)]
+struct Floor {
+    seq: u64,
+    /// Hashes of the last [`RECENT`] MESSAGE frames relayed.
+    recent: [u64; RECENT],
+    next: usize,
 }
 
 impl SeqFloors {
-    fn rooms(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+    fn rooms(&self) -> MutexGuard<'_, HashMap<String, Floor>> {
         self.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Notes the `seq` of a frame relayed in `room`, if it is a MESSAGE.
-    pub fn observe(&self, room: &str, frame: &[u8]) {
+    /// Returns `false` for an exact repeat of one of the room's last
+    /// MESSAGE frames. In about 1 of 25 runs of `tests/cluster_history.rs`
+    /// the members of one node got three messages twice right after its
+    /// subscriber connection was killed; the cause is not pinned down (two
+    /// connections of the manager subscribed for a moment is the likely
+    /// one). Whatever the cause, a repeat must not reach the clients. Frames are compared whole (by hash), so a room numbered
+    /// again from 1 (deleted and created) is never taken for a repeat.
+    pub fn observe(&self, room: &str, frame: &[u8]) -> bool {
         let Some(seq) = message_seq(frame) else {
-            return;
+            return true;
         };
+        let mut hasher = DefaultHasher::new();
+        frame.hash(&mut hasher);
+        let hash = hasher.finish();
         let mut rooms = self.rooms();
-        match rooms.get_mut(room) {
-            Some(floor) => *floor = (*floor).max(seq),
-            None => {
-                rooms.insert(room.to_string(), seq);
-            }
+        let floor = rooms.entry(room.to_string()).or_default();
+        if floor.recent.contains(&hash) {
+            return false;
         }
+        floor.seq = floor.seq.max(seq);
+        floor.recent[floor.next] = hash;
+        floor.next = (floor.next + 1) % RECENT;
+        true
     }
 
     /// The highest `seq` seen in `room` (0 if none).
     pub fn floor(&self, room: &str) -> u64 {
-        self.rooms().get(room).copied().unwrap_or(0)
+        self.rooms().get(room).map_or(0, |f| f.seq)
     }
 
     pub fn forget(&self, room: &str) {
@@ -99,9 +124,10 @@ mod tests {
             }
             .frame(seq)
         };
-        floors.observe("r", &frame(7));
-        floors.observe("r", &frame(5));
+        assert!(floors.observe("r", &frame(7)));
+        assert!(floors.observe("r", &frame(5)));
         assert_eq!(floors.floor("r"), 7);
+        assert!(!floors.observe("r", &frame(7)), "an exact repeat");
         floors.forget("r");
         assert_eq!(floors.floor("r"), 0);
     }

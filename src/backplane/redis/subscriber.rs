@@ -119,9 +119,13 @@ impl Shared {
         }
     }
 
-    /// Observes and delivers a frame of `room` (not held back).
+    /// Observes and delivers a frame of `room` (not held back), unless it
+    /// repeats a MESSAGE just relayed (see `SeqFloors::observe`).
     fn relay(&self, room: &str, frame: Bytes) {
-        self.seq_floors.observe(room, &frame);
+        if !self.seq_floors.observe(room, &frame) {
+            metrics::counter!(telemetry::REPEATS_DROPPED).increment(1);
+            return;
+        }
         self.delivery.deliver_room(room, frame);
     }
 
@@ -618,5 +622,14 @@ mod tests {
         push(&sub, 3);
         assert_eq!(seqs(&recorder), [1, 3]);
         assert!(sub.gap_rooms().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_exact_repeat_is_not_relayed_twice() {
+        let (sub, recorder) = subscriber(16);
+        for seq in [1, 2, 3, 2, 3, 4] {
+            push(&sub, seq);
+        }
+        assert_eq!(seqs(&recorder), [1, 2, 3, 4]);
     }
 }

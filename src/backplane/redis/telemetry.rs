@@ -38,6 +38,8 @@ pub const SNAPSHOTS_SHARED: &str = "swiftchat_redis_snapshots_shared_total";
 /// Messages delivered from history to fill a gap after the subscription
 /// was interrupted.
 pub const GAP_FILLED: &str = "swiftchat_redis_gap_filled_messages_total";
+/// MESSAGE frames Redis delivered twice to this node, dropped.
+pub const REPEATS_DROPPED: &str = "swiftchat_redis_repeated_frames_dropped_total";
 /// Events or probes from Redis that could not be parsed.
 pub const BAD_PUSHES: &str = "swiftchat_redis_bad_pushes_total";
 
@@ -74,6 +76,10 @@ pub fn describe() {
         metrics::describe_counter!(
             GAP_FILLED,
             "Messages delivered from history after the subscription was interrupted."
+        );
+        metrics::describe_counter!(
+            REPEATS_DROPPED,
+            "MESSAGE frames Redis delivered twice to this node, dropped."
         );
         metrics::describe_counter!(BAD_PUSHES, "Pub/sub payloads that could not be parsed.");
     });
