@@ -13,8 +13,9 @@ use std::sync::{Arc, OnceLock, RwLock};
 use bytes::Bytes;
 
 use crate::backplane::{Backplane, BackplaneResult, ClusterEvent, Delivery, LocalUser};
+use crate::chat::cluster_events::{self, Reaction, UserAction};
 use crate::metrics as m;
-use crate::protocol::{self, Frame, RoomStateReason};
+use crate::protocol::Frame;
 use crate::shutdown::Shutdown;
 
 pub use crate::conn::{ConnHandle, ConnId, Control, EvictReason};
@@ -235,6 +236,26 @@ impl Registry {
         }
     }
 
+    /// Carries out what the chat rules decided for one local user.
+    fn act_on_user(&self, user_key: &str, action: UserAction) {
+        self.deliver_to_user(user_key, |conn| match action {
+            UserAction::Frame(frame) => {
+                conn.send(frame);
+            }
+            UserAction::Control(control) => {
+                conn.send_control(control);
+            }
+            UserAction::Close {
+                frame,
+                code,
+                reason,
+            } => {
+                conn.send(frame);
+                conn.close(code, reason);
+            }
+        });
+    }
+
     fn broadcast_logged_in(&self, frame: Frame) {
         for session in read(&self.members).users.values() {
             session.conn.send(frame.clone());
@@ -276,7 +297,7 @@ impl Delivery for Registry {
             let members = read(&self.members);
             if !members.joining.contains_key(room) {
                 self.frames_out
-            .fetch_add(route(&members, room, &frame), Ordering::Relaxed);
+                    .fetch_add(route(&members, room, &frame), Ordering::Relaxed);
                 drop(members);
                 metrics::histogram!(m::FANOUT_SECONDS).record(started.elapsed().as_secs_f64());
                 return;
@@ -303,45 +324,21 @@ impl Delivery for Registry {
     }
 
     fn deliver_event(&self, event: ClusterEvent) {
-        match event {
-            ClusterEvent::RoomState { room, reason } => {
-                self.broadcast_logged_in(protocol::room_state(&room, reason));
-            }
-            ClusterEvent::RoomEvacuated { room, reason } => {
-                let reason = if reason == RoomStateReason::Deleted {
-                    EvictReason::Deleted
-                } else {
-                    EvictReason::Closed
-                };
+        match cluster_events::react(event) {
+            Reaction::ToEveryone(frame) => self.broadcast_logged_in(frame),
+            Reaction::ToRoomMembers { room, control } => {
                 if let Some(conns) = read(&self.members).rooms.get(&room) {
                     for conn in conns.values() {
-                        conn.send_control(Control::Evicted {
-                            room: room.clone(),
-                            reason,
-                        });
+                        conn.send_control(control.clone());
                     }
                 }
             }
-            ClusterEvent::Evict {
-                room,
-                user_key,
-                banned,
-            } => self.deliver_to_user(&user_key, |conn| {
-                let reason = if banned {
-                    EvictReason::Banned
-                } else {
-                    EvictReason::Kicked
-                };
-                conn.send_control(Control::Evicted { room, reason });
-            }),
-            ClusterEvent::Unbanned { room, user_key } => self.deliver_to_user(&user_key, |conn| {
-                conn.send(protocol::room_state(&room, RoomStateReason::Unbanned));
-            }),
-            ClusterEvent::Shutdown { reason } => {
+            Reaction::ToUser { user_key, action } => self.act_on_user(&user_key, action),
+            Reaction::StopCluster { reason } => {
                 tracing::info!("cluster-wide shutdown received");
                 self.shutdown.trigger(reason, false);
             }
-            ClusterEvent::Drain { node_id } => {
+            Reaction::Drain { node_id } => {
                 if self.node_id.get() == Some(&node_id) {
                     tracing::info!("drain requested through the admin API");
                     self.shutdown.trigger(None, true);
@@ -363,15 +360,7 @@ impl Delivery for Registry {
     }
 
     fn name_lost(&self, user_key: &str) {
-        self.deliver_to_user(user_key, |conn| {
-            conn.send(protocol::notice(
-                protocol::NoticeCode::NameTaken,
-                "Your name was taken by another login while this server was cut off from the cluster.",
-                None,
-                None,
-            ));
-            conn.close(protocol::close::POLICY, "name taken elsewhere");
-        });
+        self.act_on_user(user_key, cluster_events::name_lost());
     }
 }
 

@@ -16,6 +16,7 @@
 //! - [`presence`] and [`ownership`]: the policies other layers must follow
 //!   (when joined/left is announced; who owns a room).
 
+pub(crate) mod cluster_events;
 pub(crate) mod commands;
 pub(crate) mod history;
 mod login;

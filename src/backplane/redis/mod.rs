@@ -28,8 +28,8 @@
 //! trying in the background: an orchestrator restarting nodes in a loop
 //! because Redis is briefly away helps nobody.
 
-mod gap_fill;
 pub(crate) mod connect;
+mod gap_fill;
 mod health;
 mod history;
 mod keys;

@@ -323,7 +323,11 @@ impl Inner {
         let max = self.settings.presence_notice_max_members;
         let mut pipe = ::redis::pipe();
         let mut count = 0u64;
-        for notice in notices.iter().filter(|n| n.members <= max) {
+        // The one rule of when joined/left is announced is the chat rules'.
+        for notice in notices
+            .iter()
+            .filter(|n| crate::chat::presence::announces(n.members, max))
+        {
             let frame = notice.frame();
             pipe.cmd("PUBLISH")
                 .arg(self.keys.room_channel(&notice.room))
