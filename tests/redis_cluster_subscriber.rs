@@ -35,7 +35,10 @@ fn spublish(cluster: &RedisCluster, channel: &str, payload: &str) -> Option<i64>
 }
 
 async fn next(sub: &mut ShardedSubscriber, within: Duration) -> Option<ShardEvent> {
-    tokio::time::timeout(within, sub.next_event()).await.ok().flatten()
+    tokio::time::timeout(within, sub.next_event())
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Waits for one message on `channel` with `payload`, publishing it again
@@ -53,13 +56,15 @@ async fn until_delivered(
     loop {
         spublish(cluster, channel, payload);
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "{channel}: {payload} not delivered within {within:?}");
+        assert!(
+            !left.is_zero(),
+            "{channel}: {payload} not delivered within {within:?}"
+        );
         match next(sub, left.min(Duration::from_millis(100))).await {
-            Some(ShardEvent::Message { channel: c, payload: p })
-                if c == channel && p == payload.as_bytes() =>
-            {
-                return gaps
-            }
+            Some(ShardEvent::Message {
+                channel: c,
+                payload: p,
+            }) if c == channel && p == payload.as_bytes() => return gaps,
             Some(ShardEvent::Gap { channels }) => gaps.push(channels),
             _ => {}
         }
@@ -81,7 +86,11 @@ async fn sharded_subscriber_spans_slots_follows_migration_and_failover() {
     assert_eq!(ports.len(), 3, "channels should span all shards");
     sub.subscribe(&chans).await.expect("subscribe across slots");
     for c in &chans {
-        assert_eq!(spublish(&cluster, c, "hello"), Some(1), "{c} not subscribed");
+        assert_eq!(
+            spublish(&cluster, c, "hello"),
+            Some(1),
+            "{c} not subscribed"
+        );
     }
     let mut seen = BTreeSet::new();
     while seen.len() < ROOMS {
@@ -147,7 +156,10 @@ async fn sharded_subscriber_spans_slots_follows_migration_and_failover() {
     assert!(recovered < Duration::from_secs(5));
     let gap_channels: BTreeSet<&String> = gaps.iter().flatten().collect();
     for c in &on_victim {
-        assert!(gap_channels.contains(c), "no Gap reported for {c}: {gaps:?}");
+        assert!(
+            gap_channels.contains(c),
+            "no Gap reported for {c}: {gaps:?}"
+        );
     }
     // Every other channel still delivers on the same subscriber.
     for c in chans.iter().filter(|c| !on_victim.contains(c)) {
@@ -160,4 +172,54 @@ async fn sharded_subscriber_spans_slots_follows_migration_and_failover() {
     eprintln!("whole test {:?}", started.elapsed());
     let _ = cmd_on_port;
     let _ = ShardedSubscriberConfig::default();
+}
+
+/// The push queue is bounded: when the owner does not keep up, pushes are
+/// dropped (counted) and the next event is a Gap for every channel, after
+/// which messages flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_push_queue_drops_and_reports_a_gap_for_every_channel() {
+    let cluster = RedisCluster::start();
+    let chans: Vec<String> = channels().into_iter().take(5).collect();
+    let config = ShardedSubscriberConfig {
+        push_buffer: 4,
+        ..Default::default()
+    };
+    let mut sub = ShardedSubscriber::connect(&seed_urls(&cluster.url()), config)
+        .await
+        .expect("connect");
+    sub.subscribe(&chans).await.expect("subscribe");
+    for i in 0..50 {
+        let c = &chans[i % chans.len()];
+        assert_eq!(spublish(&cluster, c, &format!("m{i}")), Some(1));
+    }
+    // Let the connection deliver everything into the (full) queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sub.dropped_pushes(), 46, "4 queued, the rest dropped");
+    match next(&mut sub, Duration::from_secs(2)).await {
+        Some(ShardEvent::Gap { mut channels }) => {
+            channels.sort();
+            let mut want = chans.clone();
+            want.sort();
+            assert_eq!(channels, want);
+        }
+        other => panic!("expected a Gap first, got {other:?}"),
+    }
+    // The 4 queued messages, then live traffic again.
+    for i in 0..4 {
+        match next(&mut sub, Duration::from_secs(2)).await {
+            Some(ShardEvent::Message { payload, .. }) => {
+                assert_eq!(payload, format!("m{i}").as_bytes())
+            }
+            other => panic!("expected queued message m{i}, got {other:?}"),
+        }
+    }
+    until_delivered(
+        &cluster,
+        &mut sub,
+        &chans[0],
+        "live",
+        Duration::from_secs(2),
+    )
+    .await;
 }

@@ -84,7 +84,12 @@ impl RedisCluster {
                 .unwrap_or_else(|e| panic!("cluster node {}: {e}; log: {}", n.port, n.log()));
         }
         let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
-        args.extend(cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        args.extend(
+            cluster
+                .nodes
+                .iter()
+                .map(|n| format!("127.0.0.1:{}", n.port)),
+        );
         args.extend(["--cluster-replicas", "1", "--cluster-yes"].map(String::from));
         let out = Command::new(&cli)
             .args(&args)
@@ -175,7 +180,9 @@ impl RedisCluster {
             panic!("CLUSTER SLOTS: unexpected reply");
         };
         for r in ranges {
-            let Resp::Array(Some(parts)) = r else { continue };
+            let Resp::Array(Some(parts)) = r else {
+                continue;
+            };
             let (Some(lo), Some(hi)) = (parts[0].as_int(), parts[1].as_int()) else {
                 continue;
             };

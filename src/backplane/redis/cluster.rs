@@ -124,6 +124,14 @@ impl ShardedSubscriber {
         let dropped = Arc::new(AtomicU64::new(0));
         let (o, d) = (overflowed.clone(), dropped.clone());
         let sender = move |info: PushInfo| -> Result<(), ()> {
+            // Only the kinds `on_push` acts on take queue space (subscribe
+            // confirmations would otherwise crowd out messages).
+            if !matches!(
+                info.kind,
+                PushKind::SMessage | PushKind::SUnsubscribe | PushKind::Disconnection
+            ) {
+                return Ok(());
+            }
             if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(info) {
                 o.store(true, Ordering::Release);
                 d.fetch_add(1, Ordering::Relaxed);
@@ -253,8 +261,8 @@ impl ShardedSubscriber {
             PushKind::SUnsubscribe => {
                 // Unsolicited when the channel is still wanted: its slot
                 // moved. Subscribe again (at the new owner).
-                let channel = String::from_utf8_lossy(&bytes(push.data.into_iter().next()?)?)
-                    .into_owned();
+                let channel =
+                    String::from_utf8_lossy(&bytes(push.data.into_iter().next()?)?).into_owned();
                 if !self.wanted.contains(&channel) {
                     return None;
                 }

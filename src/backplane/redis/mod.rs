@@ -31,8 +31,8 @@
 /// Public (hidden) only so `tests/redis_cluster_subscriber.rs` can drive it.
 #[doc(hidden)]
 pub mod cluster;
-mod gap_fill;
 pub(crate) mod connect;
+mod gap_fill;
 mod health;
 mod history;
 mod keys;
