@@ -62,6 +62,16 @@ fn cluster_harness_ssubscribe_traps_and_failover() {
         other => panic!("multi-slot SSUBSCRIBE accepted: {other:?}"),
     }
 
+    // SPUBLISH inside a script on the script's declared slot works (so the
+    // publish script can SPUBLISH the room channel next to the room's
+    // history). Redis 7.0 does not check the channel's slot inside a script
+    // (observed below): the backplane must keep channel and keys on one tag.
+    let script = "return redis.call('SPUBLISH', ARGV[1], 'x')";
+    let same = common::redis_server::cmd_on_port(port, &["EVAL", script, "1", &a, &a]);
+    assert_eq!(same, Resp::Int(0), "SPUBLISH on the script's slot");
+    let other = common::redis_server::cmd_on_port(port, &["EVAL", script, "1", &a, &b]);
+    eprintln!("SPUBLISH to another slot inside a script: {other:?}");
+
     // Trap 2: migrating a slot pushes `sunsubscribe` to its subscribers.
     let slot = cluster.keyslot(&a);
     let from = cluster.primary_for_slot(slot);
