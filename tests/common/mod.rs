@@ -28,6 +28,7 @@ pub mod binary;
 pub mod client;
 pub mod expect;
 pub mod http;
+pub mod redis_cluster;
 pub mod redis_server;
 
 use std::future::Future;
@@ -40,6 +41,7 @@ use swiftchat::config::Config;
 use swiftchat::server::NodeHandle;
 
 pub use client::Client;
+pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 
 /// Upper bound for one generated test (see [`backend_tests!`]).

@@ -29,6 +29,30 @@ pub fn redis_server_path() -> PathBuf {
     panic!("redis-server not found on PATH: install it with `apt-get install -y redis-server`");
 }
 
+/// A free loopback port (for the cluster harness).
+pub fn free_port_pub() -> u16 {
+    free_port()
+}
+
+/// Runs one command on `127.0.0.1:port` (fresh connection, 5 s read
+/// timeout); panics on an I/O error.
+pub fn cmd_on_port(port: u16, args: &[&str]) -> Resp {
+    try_cmd_on_port(port, args).expect("redis command")
+}
+
+/// Like [`cmd_on_port`], returning I/O errors (e.g. connection refused).
+pub fn try_cmd_on_port(port: u16, args: &[&str]) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
+    }
+    s.write_all(req.as_bytes())?;
+    let mut r = BufReader::new(s);
+    read_resp(&mut r)
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -131,15 +155,7 @@ impl RedisServer {
     /// Runs one command (e.g. `["PUBSUB", "NUMSUB", "ch"]`) on a fresh
     /// connection and returns the reply.
     pub fn cmd(&self, args: &[&str]) -> Resp {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
-        }
-        s.write_all(req.as_bytes()).expect("write to redis");
-        let mut r = BufReader::new(s);
-        read_resp(&mut r).expect("read redis reply")
+        cmd_on_port(self.port, args)
     }
 
     fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
@@ -230,7 +246,7 @@ impl Resp {
     }
 }
 
-fn read_resp(r: &mut impl BufRead) -> std::io::Result<Resp> {
+pub fn read_resp(r: &mut impl BufRead) -> std::io::Result<Resp> {
     let mut line = String::new();
     r.read_line(&mut line)?;
     let line = line.trim_end_matches(['\r', '\n']);

@@ -28,6 +28,9 @@
 //! trying in the background: an orchestrator restarting nodes in a loop
 //! because Redis is briefly away helps nobody.
 
+/// Public (hidden) only so `tests/redis_cluster_subscriber.rs` can drive it.
+#[doc(hidden)]
+pub mod cluster;
 pub(crate) mod connect;
 mod gap_fill;
 mod health;
