@@ -276,7 +276,7 @@ impl Delivery for Registry {
             let members = read(&self.members);
             if !members.joining.contains_key(room) {
                 self.frames_out
-            .fetch_add(route(&members, room, &frame), Ordering::Relaxed);
+                    .fetch_add(route(&members, room, &frame), Ordering::Relaxed);
                 drop(members);
                 metrics::histogram!(m::FANOUT_SECONDS).record(started.elapsed().as_secs_f64());
                 return;

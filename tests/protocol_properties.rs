@@ -191,7 +191,8 @@ fn any_json() -> impl Strategy<Value = Value> {
 fn field_name() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(vec![
-            "op", "d", "content", "room", "key", "reason", "name", "token", "password", "after", "before", "limit", "epoch",
+            "op", "d", "content", "room", "key", "reason", "name", "token", "password", "after",
+            "before", "limit", "epoch",
         ])
         .prop_map(str::to_string),
         "[a-z]{1,6}",

@@ -307,21 +307,28 @@ async fn snapshot_lists_rooms_and_users(s: Subject) {
         .await
         .unwrap();
     b.change_room("zed", RoomChange::Close).await.unwrap();
-    let snapshot = b.snapshot().await.unwrap();
+    let snapshot = b.snapshot(100).await.unwrap();
     assert_eq!(snapshot.users, 3);
+    assert_eq!(snapshot.rooms_total, 3);
     let rows: Vec<_> = snapshot
         .rooms
         .iter()
         .map(|r| (r.name.as_str(), r.users, r.available, r.closed))
         .collect();
+    // Busiest first, ties by name.
     assert_eq!(
         rows,
         [
+            ("zed", 2, false, true),
             ("alpha", 1, true, false),
             ("general", 0, true, false),
-            ("zed", 2, false, true),
         ]
     );
+    // Bounded: the busiest `limit`, while the total counts every room.
+    let snapshot = b.snapshot(2).await.unwrap();
+    assert_eq!(snapshot.rooms_total, 3);
+    let names: Vec<_> = snapshot.rooms.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["zed", "alpha"]);
 }
 
 async fn member_lists_and_room_count_are_bounded(s: Subject) {

@@ -254,20 +254,28 @@ impl Backplane for MemoryBackplane {
             .is_some_and(|r| r.members.contains_key(user_key)))
     }
 
-    async fn snapshot(&self) -> BackplaneResult<ClusterSnapshot> {
+    async fn snapshot(&self, limit: usize) -> BackplaneResult<ClusterSnapshot> {
         let state = self.state();
+        let mut rooms: Vec<RoomSummary> = state
+            .rooms
+            .iter()
+            .map(|(name, room)| RoomSummary {
+                name: name.clone(),
+                available: room.password_hash.is_none() && !room.closed,
+                locked: room.password_hash.is_some(),
+                closed: room.closed,
+                users: room.members.len() as u64,
+            })
+            .collect();
+        // O(rooms) in memory; only `limit` of them are sorted and kept.
+        if rooms.len() > limit && limit > 0 {
+            rooms.select_nth_unstable_by(limit - 1, super::busiest_first);
+        }
+        rooms.truncate(limit);
+        rooms.sort_by(super::busiest_first);
         Ok(ClusterSnapshot {
-            rooms: state
-                .rooms
-                .iter()
-                .map(|(name, room)| RoomSummary {
-                    name: name.clone(),
-                    available: room.password_hash.is_none() && !room.closed,
-                    locked: room.password_hash.is_some(),
-                    closed: room.closed,
-                    users: room.members.len() as u64,
-                })
-                .collect(),
+            rooms,
+            rooms_total: state.rooms.len() as u64,
             users: state.names.len() as u64,
         })
     }

@@ -65,8 +65,11 @@ pub struct RoomMembers {
 /// Everything CACHE_UPDATE needs, cluster-wide.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClusterSnapshot {
-    /// Rooms sorted by name.
+    /// The rooms with the most users (ties by name), at most the `limit`
+    /// asked for: a snapshot's size does not grow with the cluster's rooms.
     pub rooms: Vec<RoomSummary>,
+    /// Every room of the cluster.
+    pub rooms_total: u64,
     /// Logged-in connections in the whole cluster.
     pub users: u64,
 }
@@ -331,8 +334,10 @@ pub trait Backplane: Send + Sync + 'static {
     /// Whether `user_key` is a member of `room`.
     async fn is_member(&self, room: &str, user_key: &str) -> BackplaneResult<bool>;
 
-    /// Rooms with counts and the total of logged-in users.
-    async fn snapshot(&self) -> BackplaneResult<ClusterSnapshot>;
+    /// The `limit` rooms with the most users (ties by name, see
+    /// [`busiest_first`]) with their counts, the number of rooms and the
+    /// total of logged-in users.
+    async fn snapshot(&self, limit: usize) -> BackplaneResult<ClusterSnapshot>;
 
     /// Gives the message the next `seq` of its room, appends it to the room's
     /// history (capped by `history.max_messages`) and publishes its frame to
@@ -407,6 +412,11 @@ pub(crate) fn message_seq(frame: &[u8]) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+/// The order of [`ClusterSnapshot::rooms`]: most users first, then by name.
+pub(crate) fn busiest_first(a: &RoomSummary, b: &RoomSummary) -> std::cmp::Ordering {
+    b.users.cmp(&a.users).then_with(|| a.name.cmp(&b.name))
 }
 
 /// Hash of a room password as stored by backplanes: SHA-256 over the room

@@ -254,19 +254,24 @@ pub(super) async fn set_ban(
 }
 
 /// `snapshot.lua`.
-pub(super) async fn snapshot(r: &impl Eval, keys: &Keys) -> BackplaneResult<ClusterSnapshot> {
+pub(super) async fn snapshot(
+    r: &impl Eval,
+    keys: &Keys,
+    limit: usize,
+) -> BackplaneResult<ClusterSnapshot> {
     let mut call = common_call(&SCRIPTS.snapshot, keys);
-    call.key(keys.names()).key(keys.rooms());
+    call.key(keys.names()).key(keys.rooms()).arg(limit);
     let reply: Vec<Value> = r.eval("snapshot", call).await?;
     parse_snapshot(&reply)
 }
 
 fn parse_snapshot(reply: &[Value]) -> BackplaneResult<ClusterSnapshot> {
-    let users = reply
-        .first()
-        .and_then(int)
-        .ok_or_else(|| internal("snapshot"))?;
-    let mut rooms = reply[1..]
+    let (Some(users), Some(rooms_total)) =
+        (reply.first().and_then(int), reply.get(1).and_then(int))
+    else {
+        return Err(internal("snapshot"));
+    };
+    let mut rooms = reply[2..]
         .chunks(4)
         .map(|room| {
             let [name, locked, closed, members] = room else {
@@ -283,9 +288,10 @@ fn parse_snapshot(reply: &[Value]) -> BackplaneResult<ClusterSnapshot> {
             })
         })
         .collect::<BackplaneResult<Vec<_>>>()?;
-    rooms.sort_by(|a, b| a.name.cmp(&b.name));
+    rooms.sort_by(crate::backplane::busiest_first);
     Ok(ClusterSnapshot {
         rooms,
+        rooms_total: rooms_total.max(0) as u64,
         users: users.max(0) as u64,
     })
 }

@@ -116,6 +116,7 @@ fn snapshot_sorts_rooms_and_derives_available() {
     let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
     let reply = [
         Value::Int(4),
+        Value::Int(7),
         bulk("zeta"),
         bulk("1"),
         bulk("0"),
@@ -127,11 +128,13 @@ fn snapshot_sorts_rooms_and_derives_available() {
     ];
     let snapshot = parse_snapshot(&reply).unwrap();
     assert_eq!(snapshot.users, 4);
+    assert_eq!(snapshot.rooms_total, 7);
     let names: Vec<_> = snapshot.rooms.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["alpha", "zeta"]);
+    assert_eq!(names, ["alpha", "zeta"], "busiest first");
     assert!(snapshot.rooms[0].available);
     assert!(!snapshot.rooms[1].available && snapshot.rooms[1].locked);
-    assert!(parse_snapshot(&reply[..3]).is_err());
+    assert!(parse_snapshot(&reply[..4]).is_err());
+    assert!(parse_snapshot(&reply[..1]).is_err());
 }
 
 /// `room_key` in `lua/common.lua` builds the same names as `keys.rs`.
@@ -374,7 +377,7 @@ async fn seq_is_gapless_refuses_closed_rooms_and_restarts_after_delete() {
     assert!(!change_room(&f.r, &f.keys, "r1", &RoomChange::Delete)
         .await
         .unwrap());
-    let snap = snapshot(&f.r, &f.keys).await.unwrap();
+    let snap = snapshot(&f.r, &f.keys, 100).await.unwrap();
     assert_eq!(
         snap.rooms
             .iter()
@@ -414,14 +417,15 @@ async fn snapshot_counts_and_prunes_half_deleted_rooms() {
     // A delete cut off after its first step.
     let mut conn = f.conn();
     let _: () = conn.sadd(f.keys.rooms(), "ghost").await.unwrap();
-    let snap = snapshot(&f.r, &f.keys).await.unwrap();
+    let snap = snapshot(&f.r, &f.keys, 100).await.unwrap();
     assert_eq!(snap.users, 3);
     let rows: Vec<_> = snap
         .rooms
         .iter()
         .map(|r| (r.name.as_str(), r.users, r.locked, r.available))
         .collect();
-    assert_eq!(rows, [("general", 1, false, true), ("r1", 2, true, false)]);
+    assert_eq!(rows, [("r1", 2, true, false), ("general", 1, false, true)]);
+    assert_eq!(snap.rooms_total, 2, "the ghost is not counted");
     let listed: bool = conn.sismember(f.keys.rooms(), "ghost").await.unwrap();
     assert!(!listed);
 }
@@ -466,7 +470,7 @@ async fn reap_removes_a_dead_nodes_users_in_batches_and_spares_the_living() {
         }
     }
     assert_eq!(lefts, 5, "one left per membership");
-    let snap = snapshot(&f.r, &f.keys).await.unwrap();
+    let snap = snapshot(&f.r, &f.keys, 100).await.unwrap();
     assert_eq!(snap.users, 0);
     assert!(dead_nodes(&f.r, &f.keys, 1, 16).await.unwrap().is_empty());
 }

@@ -1,0 +1,128 @@
+//! Rooms bounded everywhere (PROTOCOL.md, CACHE_UPDATE and "Ownership"):
+//! CACHE_UPDATE and `\rooms` list at most `limits.max_listed_rooms` rooms
+//! (own room, default room, then the busiest) with `rooms_total`.
+
+mod common;
+
+use common::client::Client;
+use common::expect;
+use common::*;
+
+backend_tests!(
+    cache_update_lists_at_most_max_listed_rooms,
+    own_room_is_listed_even_when_small,
+);
+
+/// A valid 32-character room name (the longest: the worst case for size).
+fn long_room(n: usize) -> String {
+    format!("room-{n:0>27}")
+}
+
+/// `\join`s every room in `rooms` (creating them), in batches so that the
+/// creator's outbound queue never overflows, and waits for the last move.
+async fn create_rooms(client: &mut Client, name: &str, rooms: &[String]) {
+    for batch in rooms.chunks(20) {
+        for room in batch {
+            client.command(&format!("\\join {room}")).await;
+        }
+        let last = batch.last().expect("chunks are not empty");
+        client.recv_until(&expect::cache_me(name, last)).await;
+    }
+    client.settle().await;
+}
+
+/// 300 rooms exist (the default room and 299 with the longest names): the
+/// CACHE_UPDATE of a login lists the default 100 of them with
+/// `rooms_total` 300 and fits in `max_frame_bytes`; `\rooms` says how many
+/// more there are.
+async fn cache_update_lists_at_most_max_listed_rooms(backend: Backend) {
+    let node = TestNode::start(backend, relaxed).await;
+    let max_frame_bytes = node.config.limits.max_frame_bytes;
+    let mut creator = node.login("Creator").await;
+    let rooms: Vec<String> = (0..299).map(long_room).collect();
+    create_rooms(&mut creator, "Creator", &rooms).await;
+
+    let mut reader = node.connect().await;
+    reader
+        .send_identify(serde_json::json!({"name": "Reader"}))
+        .await;
+    let cache = reader
+        .recv_until(&expect::cache_me("Reader", "general"))
+        .await;
+    let text = cache.to_string();
+    eprintln!(
+        "CACHE_UPDATE listing 100 of 300 rooms: {} bytes",
+        text.len()
+    );
+    assert!(
+        text.len() <= max_frame_bytes,
+        "CACHE_UPDATE of {} bytes is over max_frame_bytes {max_frame_bytes}",
+        text.len()
+    );
+    let d = &cache["d"];
+    check_cache_shape(d);
+    let listed = d["rooms"].as_array().unwrap();
+    assert_eq!(listed.len(), 100, "{d}");
+    assert_eq!(d["rooms_total"], 300, "{d}");
+    assert_eq!(listed[0]["name"], "general", "own room first: {d}");
+    // The creator's room (1 user) is the busiest after general (2 users).
+    assert_eq!(listed[1]["name"], rooms[298].as_str(), "{d}");
+    assert_eq!(listed[1]["users"], 1);
+    // Then the empty rooms by name.
+    assert_eq!(listed[2]["name"], rooms[0].as_str(), "{d}");
+
+    reader.settle().await;
+    reader.command("\\rooms").await;
+    let info = reader.expect_notice("info").await;
+    let message = info["message"].as_str().unwrap_or_default();
+    assert!(message.contains("and 200 more"), "{info}");
+    assert!(message.len() <= max_frame_bytes, "{}", message.len());
+}
+
+/// With `max_listed_rooms = 3`, a user alone in a small room still sees it
+/// (first), then the default room, then the busiest room; the two other
+/// rooms are counted in `rooms_total` and by `\rooms`.
+async fn own_room_is_listed_even_when_small(backend: Backend) {
+    let node = TestNode::start(backend, |c| {
+        relaxed(c);
+        c.limits.max_listed_rooms = 3;
+    })
+    .await;
+    let mut crowd = Vec::new();
+    for (i, room) in ["crowd", "crowd", "crowd", "pair", "pair", "duo", "duo"]
+        .iter()
+        .enumerate()
+    {
+        let name = format!("Member{i}");
+        let mut client = node.login(&name).await;
+        client.command(&format!("\\join {room}")).await;
+        client.recv_until(&expect::cache_me(&name, room)).await;
+        crowd.push(client);
+    }
+    let mut solo = node.login("Solo").await;
+    solo.settle().await;
+    solo.create_room("tiny").await;
+    solo.settle().await;
+    solo.send_cache_request().await;
+    let cache = solo.recv_until(&expect::cache_me("Solo", "tiny")).await;
+    let d = &cache["d"];
+    let names: Vec<&str> = d["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["tiny", "general", "crowd"], "{d}");
+    assert_eq!(d["rooms"][0]["users"], 1);
+    assert_eq!(d["rooms"][2]["users"], 3);
+    assert_eq!(d["rooms_total"], 5, "{d}");
+    solo.command("\\rooms").await;
+    let info = solo.expect_notice("info").await;
+    let message = info["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "Rooms: tiny (1 online), general (0 online), crowd (3 online) and 2 more."
+        ),
+        "{info}"
+    );
+}
