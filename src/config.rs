@@ -337,6 +337,12 @@ pub struct LimitsConfig {
     /// and room move sends this list, so it bounds that frame whatever the number of rooms; raise it only with
     /// `max_frame_bytes`.
     pub max_listed_rooms: usize,
+    /// Rooms one user owns at once (token mode: per subject; open mode: per
+    /// connection); creating one more is refused with `forbidden`, deleting
+    /// one frees its slot. Admins have no limit. Default 10: enough for a
+    /// person, while one client can no longer fill `max_rooms` alone. 0: no
+    /// limit.
+    pub rooms_per_user: u64,
     /// Rooms the whole cluster may hold (rooms stay until deleted, so without
     /// a bound clients could create them forever). Creating one more is
     /// refused with NOTICE `forbidden`; joining existing rooms still works.
@@ -374,8 +380,17 @@ impl Default for LimitsConfig {
             max_rooms: 10_000,
             max_listed_users: 100,
             max_listed_rooms: 100,
+            rooms_per_user: 10,
             close_grace_ms: 1000,
         }
+    }
+}
+
+impl LimitsConfig {
+    /// The [`crate::backplane::JoinRequest::max_owned_rooms`] of a user:
+    /// none for admins and with `rooms_per_user = 0`.
+    pub(crate) fn owned_rooms_limit(&self, admin: bool) -> Option<u64> {
+        (!admin && self.rooms_per_user > 0).then_some(self.rooms_per_user)
     }
 }
 

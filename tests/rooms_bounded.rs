@@ -11,7 +11,24 @@ use common::*;
 backend_tests!(
     cache_update_lists_at_most_max_listed_rooms,
     own_room_is_listed_even_when_small,
+    rooms_per_user_limits_creation_until_a_delete,
+    rooms_per_user_is_per_subject_in_token_mode_and_admins_have_none,
 );
+
+const SECRET: &str = "rooms-bounded-test-secret";
+
+/// `\join` of a new room, refused: `forbidden`, and the room is not created.
+async fn refused_creation(client: &mut Client, room: &str) {
+    client.command(&format!("\\join {room}")).await;
+    let refused = client.expect_notice("forbidden").await;
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(room),
+        "the refusal names the room: {refused}"
+    );
+}
 
 /// A valid 32-character room name (the longest: the worst case for size).
 fn long_room(n: usize) -> String {
@@ -36,7 +53,11 @@ async fn create_rooms(client: &mut Client, name: &str, rooms: &[String]) {
 /// `rooms_total` 300 and fits in `max_frame_bytes`; `\rooms` says how many
 /// more there are.
 async fn cache_update_lists_at_most_max_listed_rooms(backend: Backend) {
-    let node = TestNode::start(backend, relaxed).await;
+    let node = TestNode::start(backend, |c| {
+        relaxed(c);
+        c.limits.rooms_per_user = 0;
+    })
+    .await;
     let max_frame_bytes = node.config.limits.max_frame_bytes;
     let mut creator = node.login("Creator").await;
     let rooms: Vec<String> = (0..299).map(long_room).collect();
@@ -125,4 +146,82 @@ async fn own_room_is_listed_even_when_small(backend: Backend) {
         ),
         "{info}"
     );
+}
+
+/// Open mode, `rooms_per_user = 2`: a connection creates two rooms, the
+/// third is `forbidden` (joining existing rooms still works); deleting one
+/// frees its slot. Another connection has its own quota.
+async fn rooms_per_user_limits_creation_until_a_delete(backend: Backend) {
+    let node = TestNode::start(backend, |c| {
+        relaxed(c);
+        c.limits.rooms_per_user = 2;
+    })
+    .await;
+    let mut owner = node.login("Owner").await;
+    owner.create_room("one").await;
+    owner.create_room("two").await;
+    owner.settle().await;
+    refused_creation(&mut owner, "three").await;
+    owner.join_room("one", None).await;
+    owner.settle().await;
+    let mut other = node.login("Other").await;
+    other.create_room("others").await;
+    owner.settle().await;
+    owner.command("\\delete").await;
+    owner
+        .recv_until(&expect::room_state("one", "deleted"))
+        .await;
+    owner
+        .recv_until(&expect::cache_me("Owner", "general"))
+        .await;
+    owner.settle().await;
+    owner.create_room("three").await;
+}
+
+/// Token mode: the quota is the subject's, across its connections; an
+/// admin has no quota.
+async fn rooms_per_user_is_per_subject_in_token_mode_and_admins_have_none(backend: Backend) {
+    let node = TestNode::start(backend, |c| {
+        relaxed(c);
+        c.auth.mode = swiftchat::config::AuthMode::Token;
+        c.auth.jwt_secret = SECRET.into();
+        c.limits.rooms_per_user = 1;
+    })
+    .await;
+    let login = |name: &'static str, admin: bool| {
+        let node = &node;
+        async move {
+            let mut c = node.connect().await;
+            c.identify_with(
+                serde_json::json!({"name": name, "token": jwt(SECRET, name, admin, 3600)}),
+                true,
+            )
+            .await;
+            c
+        }
+    };
+    let mut first = login("Sub", false).await;
+    first.create_room("subroom").await;
+    first.close().await;
+    // The same subject on a new connection (once the name is free again:
+    // retried for at most 5 s) still owns subroom.
+    let token = jwt(SECRET, "Sub", false, 3600);
+    let mut again = poll_until(std::time::Duration::from_secs(5), || {
+        let (node, token) = (&node, token.clone());
+        async move {
+            let mut c = node.connect().await;
+            c.send_identify(serde_json::json!({"name": "Sub", "token": token}))
+                .await;
+            let first = c.recv_json().await;
+            (first["op"] == 4).then_some(c)
+        }
+    })
+    .await
+    .expect("Sub could log in again within 5 s");
+    again.settle().await;
+    refused_creation(&mut again, "another").await;
+    let mut admin = login("Boss", true).await;
+    for room in ["boss1", "boss2", "boss3"] {
+        admin.create_room(room).await;
+    }
 }

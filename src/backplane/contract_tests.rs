@@ -119,6 +119,7 @@ contract!(
     seq_is_gapless_and_restarts_after_delete,
     snapshot_lists_rooms_and_users,
     member_lists_and_room_count_are_bounded,
+    owned_rooms_are_counted_per_owner_and_freed_by_delete,
 );
 
 fn join<'a>(user: &'a str, room: &'a str, previous: Option<&'a str>) -> JoinRequest<'a> {
@@ -130,6 +131,7 @@ fn join<'a>(user: &'a str, room: &'a str, previous: Option<&'a str>) -> JoinRequ
         create: true,
         owner: user,
         max_rooms: 100,
+        max_owned_rooms: None,
         previous_room: previous,
     }
 }
@@ -424,4 +426,52 @@ async fn cancelled_subscriptions_leak_nothing() {
     wait_numsub("swiftchat:ch:{again}", 1).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(numsub("swiftchat:ch:{again}"), 1);
+}
+
+async fn owned_rooms_are_counted_per_owner_and_freed_by_delete(s: Subject) {
+    let b = &s.backplane;
+    assert!(b.claim_name("amy", "amy").await.unwrap());
+    assert!(b.claim_name("bea", "bea").await.unwrap());
+    let limited = |user: &'static str, room: &'static str, previous| {
+        let mut request = join(user, room, previous);
+        request.max_owned_rooms = Some(2);
+        request
+    };
+    b.join_room(limited("amy", "a1", None)).await.unwrap();
+    b.join_room(limited("amy", "a2", Some("a1"))).await.unwrap();
+    assert_eq!(
+        b.join_room(limited("amy", "a3", Some("a2"))).await.unwrap(),
+        JoinOutcome::TooManyOwnedRooms
+    );
+    assert!(b.room("a3").await.unwrap().is_none(), "nothing created");
+    // Joining an existing room is no creation; another owner has its own.
+    assert!(matches!(
+        b.join_room(limited("amy", "general", Some("a2")))
+            .await
+            .unwrap(),
+        JoinOutcome::Joined { created: false, .. }
+    ));
+    assert!(matches!(
+        b.join_room(limited("bea", "b1", None)).await.unwrap(),
+        JoinOutcome::Joined { created: true, .. }
+    ));
+    // No limit (admins).
+    let mut unlimited = join("amy", "a3", Some("general"));
+    unlimited.max_owned_rooms = None;
+    assert!(matches!(
+        b.join_room(unlimited).await.unwrap(),
+        JoinOutcome::Joined { created: true, .. }
+    ));
+    // Deleting frees a slot: a1 gone, amy owns a2 and a3 (2), so one more
+    // is still refused until another is deleted.
+    assert!(b.change_room("a1", RoomChange::Delete).await.unwrap());
+    assert_eq!(
+        b.join_room(limited("amy", "a4", Some("a3"))).await.unwrap(),
+        JoinOutcome::TooManyOwnedRooms
+    );
+    assert!(b.change_room("a2", RoomChange::Delete).await.unwrap());
+    assert!(matches!(
+        b.join_room(limited("amy", "a4", Some("a3"))).await.unwrap(),
+        JoinOutcome::Joined { created: true, .. }
+    ));
 }

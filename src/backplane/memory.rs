@@ -36,6 +36,27 @@ struct State {
     /// user key → display name of every logged-in user.
     names: HashMap<String, String>,
     rooms: BTreeMap<String, Room>,
+    /// owner id → the rooms it owns (`limits.rooms_per_user`); an owner
+    /// without rooms has no entry.
+    owned: HashMap<String, HashSet<String>>,
+}
+
+impl State {
+    /// Removes a room with everything it holds, freeing its owner's slot.
+    fn delete_room(&mut self, name: &str) -> bool {
+        let Some(room) = self.rooms.remove(name) else {
+            return false;
+        };
+        if let Some(owner) = room.owner {
+            if let Some(owned) = self.owned.get_mut(&owner) {
+                owned.remove(name);
+                if owned.is_empty() {
+                    self.owned.remove(&owner);
+                }
+            }
+        }
+        true
+    }
 }
 
 struct Room {
@@ -163,6 +184,15 @@ impl Backplane for MemoryBackplane {
             if state.rooms.len() as u64 >= request.max_rooms {
                 return Ok(JoinOutcome::TooManyRooms);
             }
+            let owned = state.owned.get(request.owner).map_or(0, HashSet::len) as u64;
+            if request.max_owned_rooms.is_some_and(|max| owned >= max) {
+                return Ok(JoinOutcome::TooManyOwnedRooms);
+            }
+            state
+                .owned
+                .entry(request.owner.to_string())
+                .or_default()
+                .insert(request.room.to_string());
             state.rooms.insert(
                 request.room.to_string(),
                 Room {
@@ -207,7 +237,7 @@ impl Backplane for MemoryBackplane {
     async fn change_room(&self, name: &str, change: RoomChange) -> BackplaneResult<bool> {
         let mut state = self.state();
         if change == RoomChange::Delete {
-            return Ok(state.rooms.remove(name).is_some());
+            return Ok(state.delete_room(name));
         }
         let Some(room) = state.rooms.get_mut(name) else {
             return Ok(false);
@@ -420,6 +450,7 @@ mod tests {
                 owner: "tok:ann",
                 previous_room: None,
                 max_rooms: 10,
+                max_owned_rooms: None,
             })
             .await
             .unwrap();

@@ -94,6 +94,11 @@ pub struct JoinRequest<'a> {
     /// Rooms the cluster may hold: creating one more is refused with
     /// [`JoinOutcome::TooManyRooms`].
     pub max_rooms: u64,
+    /// Rooms `owner` may own at once (`limits.rooms_per_user`): creating
+    /// one more is refused with [`JoinOutcome::TooManyOwnedRooms`]; `None`:
+    /// no limit (admins). Counted atomically with the creation; deleting a
+    /// room frees its slot.
+    pub max_owned_rooms: Option<u64>,
     /// The room the user is in now, left as part of the same change.
     pub previous_room: Option<&'a str>,
 }
@@ -122,6 +127,9 @@ pub enum JoinOutcome {
     Banned,
     /// The room does not exist and the cluster already has `max_rooms`.
     TooManyRooms,
+    /// The room does not exist and its would-be owner already owns
+    /// `max_owned_rooms`.
+    TooManyOwnedRooms,
     /// The user's name is held by another connection of the cluster (this
     /// node was presumed dead and the name claimed meanwhile): nothing
     /// changed; the connection is closed once its node re-registers.

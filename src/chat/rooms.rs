@@ -132,6 +132,7 @@ impl Session {
                 owner: &user.owner_id,
                 previous_room: Some(&user.room),
                 max_rooms: chat.config.limits.max_rooms,
+                max_owned_rooms: chat.config.limits.owned_rooms_limit(user.admin),
             })
             .await;
         let Ok(JoinOutcome::Joined {

@@ -96,6 +96,12 @@ impl Keys {
         self.room_key(MEMBERS, room)
     }
 
+    /// `prefix:owned:{owner}`: the set of rooms an owner id owns
+    /// (`limits.rooms_per_user`), under the owner's hash tag.
+    pub fn owned(&self, owner: &str) -> String {
+        self.room_key("owned", owner)
+    }
+
     pub fn rooms(&self) -> String {
         format!("{}rooms", self.global)
     }

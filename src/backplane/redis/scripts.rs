@@ -162,7 +162,8 @@ pub(super) async fn join(
         .key(keys.members(room))
         .key(keys.rooms())
         .key(keys.node_users(node))
-        .key(keys.names());
+        .key(keys.names())
+        .key(keys.owned(request.owner));
     if let Some(previous) = request.previous_room {
         call.key(keys.members(previous));
     }
@@ -174,7 +175,12 @@ pub(super) async fn join(
         .arg(request.max_rooms)
         .arg(room)
         .arg(node)
-        .arg(request.owner);
+        .arg(request.owner)
+        .arg(
+            request
+                .max_owned_rooms
+                .map_or(-1, |max| max.min(i64::MAX as u64) as i64),
+        );
     let reply: Vec<Value> = r.eval("join_room", call).await?;
     join_outcome(&reply)
 }
@@ -199,6 +205,7 @@ fn join_outcome(reply: &[Value]) -> BackplaneResult<JoinOutcome> {
         "closed" => JoinOutcome::Closed,
         "locked" => JoinOutcome::Locked,
         "too_many_rooms" => JoinOutcome::TooManyRooms,
+        "too_many_owned" => JoinOutcome::TooManyOwnedRooms,
         "name_lost" => JoinOutcome::NameLost,
         _ => return Err(internal("join")),
     })
@@ -228,10 +235,21 @@ pub(super) async fn change_room(
         .key(keys.history(room))
         .arg(name)
         .arg(password_hash);
-    let applied = r.eval::<i64>("change_room", call).await? == 1;
+    let reply: Value = r.eval("change_room", call).await?;
+    let (applied, owner) = match &reply {
+        Value::Array(items) => (
+            items.first().and_then(int) == Some(1),
+            items.get(1).and_then(text).unwrap_or_default(),
+        ),
+        other => (int(other) == Some(1), String::new()),
+    };
     if applied && *change == RoomChange::Delete {
         let mut forget = SCRIPTS.forget_room.prepare_invoke();
-        forget.key(keys.rooms()).key(keys.room(room)).arg(room);
+        forget.key(keys.rooms()).key(keys.room(room));
+        if !owner.is_empty() {
+            forget.key(keys.owned(&owner));
+        }
+        forget.arg(room).arg(&owner);
         r.eval::<i64>("forget_room", forget).await?;
     }
     Ok(applied)

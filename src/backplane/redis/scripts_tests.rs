@@ -75,6 +75,7 @@ impl Fixture {
                 create: true,
                 owner: user,
                 max_rooms: 10,
+                max_owned_rooms: None,
                 previous_room: prev,
             },
         )
@@ -262,6 +263,7 @@ async fn join_checks_in_order_and_moves() {
         create: false,
         owner: "eve",
         max_rooms: 2,
+        max_owned_rooms: None,
         previous_room: None,
     };
     assert_eq!(
