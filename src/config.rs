@@ -224,7 +224,7 @@ impl std::fmt::Debug for AuthConfig {
     }
 }
 
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// Key for the shutdown payload and `POST /admin/shutdown`. Empty: both
@@ -233,13 +233,6 @@ pub struct AdminConfig {
     pub shutdown_key: String,
 }
 
-impl Default for AdminConfig {
-    fn default() -> Self {
-        Self {
-            shutdown_key: String::new(),
-        }
-    }
-}
 
 impl std::fmt::Debug for AdminConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -343,6 +336,13 @@ pub struct LimitsConfig {
     /// person, while one client can no longer fill `max_rooms` alone. 0: no
     /// limit.
     pub rooms_per_user: u64,
+    /// A room other than the default room that has had no members this
+    /// long is deleted with its settings, bans and history (ROOM_STATE
+    /// `deleted`), so rooms do not pile up forever. Every node sweeps every
+    /// `min(ttl / 2, 60 s)` (at least 100 ms), so a room goes between ttl
+    /// and ttl + that interval after it emptied. Default 86400 (one day):
+    /// long enough for a room's regulars to come back. 0: never.
+    pub empty_room_ttl_secs: u64,
     /// Rooms the whole cluster may hold (rooms stay until deleted, so without
     /// a bound clients could create them forever). Creating one more is
     /// refused with NOTICE `forbidden`; joining existing rooms still works.
@@ -381,6 +381,7 @@ impl Default for LimitsConfig {
             max_listed_users: 100,
             max_listed_rooms: 100,
             rooms_per_user: 10,
+            empty_room_ttl_secs: 86_400,
             close_grace_ms: 1000,
         }
     }

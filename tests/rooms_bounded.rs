@@ -13,6 +13,7 @@ backend_tests!(
     own_room_is_listed_even_when_small,
     rooms_per_user_limits_creation_until_a_delete,
     rooms_per_user_is_per_subject_in_token_mode_and_admins_have_none,
+    empty_rooms_expire_with_their_history,
 );
 
 const SECRET: &str = "rooms-bounded-test-secret";
@@ -224,4 +225,67 @@ async fn rooms_per_user_is_per_subject_in_token_mode_and_admins_have_none(backen
     for room in ["boss1", "boss2", "boss3"] {
         admin.create_room(room).await;
     }
+}
+
+/// `empty_room_ttl_secs = 1`: a room whose last member left is deleted
+/// within the ttl plus one sweep (bounded wait: 5 s) with ROOM_STATE
+/// `deleted` to everyone, and with its history and bans: created again, it
+/// is new (ROOM_STATE `created`, empty history). The default room and a
+/// room with members stay.
+async fn empty_rooms_expire_with_their_history(backend: Backend) {
+    let node = TestNode::start(backend, |c| {
+        relaxed(c);
+        c.limits.empty_room_ttl_secs = 1;
+    })
+    .await;
+    let mut watcher = node.login("Watcher").await;
+    watcher.create_room("busy").await;
+    let mut owner = node.login("Leaver").await;
+    owner.create_room("brief").await;
+    owner.send_message("kept until the room goes").await;
+    owner.recv_until(&expect::op(0)).await;
+    owner.command("\\ban Watcher").await;
+    owner.recv_until(&expect::notice("info")).await;
+    owner.command("\\leave").await;
+    owner
+        .recv_until(&expect::cache_me("Leaver", "general"))
+        .await;
+    let emptied = std::time::Instant::now();
+    let deleted = watcher
+        .recv_until_within(
+            &expect::room_state("brief", "deleted"),
+            std::time::Duration::from_secs(5),
+        )
+        .await;
+    let took = emptied.elapsed();
+    eprintln!("empty room deleted {took:?} after its last member left (ttl 1 s)");
+    assert!(
+        took >= std::time::Duration::from_millis(900),
+        "{took:?}: {deleted}"
+    );
+    owner
+        .recv_until(&expect::room_state("brief", "deleted"))
+        .await;
+    // busy (with a member) stays; the default room stays even when it has
+    // been empty for longer than the ttl.
+    owner.close().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    watcher.settle().await;
+    watcher.command("\\rooms").await;
+    let info = watcher.expect_notice("info").await;
+    let message = info["message"].as_str().unwrap_or_default();
+    assert!(message.contains("busy (1 online)"), "{info}");
+    assert!(message.contains("general (0 online)"), "{info}");
+    assert!(!message.contains("brief"), "{info}");
+    // Gone with its bans and history: the banned Watcher creates it afresh.
+    watcher.create_room("brief").await;
+    watcher
+        .send_json(serde_json::json!({"op": 8, "d": {}}))
+        .await;
+    let history = watcher.recv_until(&expect::op(9)).await;
+    assert_eq!(
+        history["d"]["messages"].as_array().map(Vec::len),
+        Some(0),
+        "{history}"
+    );
 }

@@ -120,6 +120,7 @@ contract!(
     snapshot_lists_rooms_and_users,
     member_lists_and_room_count_are_bounded,
     owned_rooms_are_counted_per_owner_and_freed_by_delete,
+    rooms_empty_for_the_ttl_are_deleted_once,
 );
 
 fn join<'a>(user: &'a str, room: &'a str, previous: Option<&'a str>) -> JoinRequest<'a> {
@@ -474,4 +475,71 @@ async fn owned_rooms_are_counted_per_owner_and_freed_by_delete(s: Subject) {
         b.join_room(limited("amy", "a4", Some("a3"))).await.unwrap(),
         JoinOutcome::Joined { created: true, .. }
     ));
+}
+
+async fn rooms_empty_for_the_ttl_are_deleted_once(s: Subject) {
+    use std::time::Duration;
+    let b = &s.backplane;
+    let ttl = Duration::from_millis(300);
+    for user in ["amy", "bea"] {
+        assert!(b.claim_name(user, user).await.unwrap());
+    }
+    let mut request = join("amy", "brief", None);
+    request.max_owned_rooms = Some(1);
+    b.join_room(request).await.unwrap();
+    b.set_ban("brief", "cal", true).await.unwrap();
+    b.join_room(join("bea", "kept", None)).await.unwrap();
+    b.join_room(join("amy", "general", Some("brief")))
+        .await
+        .unwrap();
+    // Not yet due.
+    assert!(b
+        .expire_empty_rooms("general", ttl, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    // Due: brief (empty); general is the default room, kept has a member.
+    assert_eq!(
+        b.expire_empty_rooms("general", ttl, 10).await.unwrap(),
+        ["brief"]
+    );
+    assert!(b.room("brief").await.unwrap().is_none());
+    assert!(b.room("general").await.unwrap().is_some());
+    assert!(b.room("kept").await.unwrap().is_some());
+    // Once.
+    assert!(b
+        .expire_empty_rooms("general", ttl, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Its settings, bans and owner slot went with it.
+    let mut request = join("amy", "brief", Some("general"));
+    request.max_owned_rooms = Some(1);
+    assert!(matches!(
+        b.join_room(request).await.unwrap(),
+        JoinOutcome::Joined { created: true, .. }
+    ));
+    assert!(
+        b.set_ban("brief", "cal", true).await.unwrap(),
+        "ban was dropped"
+    );
+    // A room that emptied and was joined again starts over.
+    b.join_room(join("bea", "general", Some("kept")))
+        .await
+        .unwrap();
+    b.join_room(join("bea", "kept", Some("general")))
+        .await
+        .unwrap();
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    b.join_room(join("bea", "general", Some("kept")))
+        .await
+        .unwrap();
+    assert!(
+        b.expire_empty_rooms("general", ttl, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "kept emptied just now"
+    );
 }

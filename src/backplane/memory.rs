@@ -73,6 +73,9 @@ struct Room {
     /// `history_max`.
     history: VecDeque<(u64, Bytes)>,
     last_message_at: Option<Instant>,
+    /// When the last member left (`limits.empty_room_ttl_secs`); `None`
+    /// while the room has members.
+    empty_since: Option<Instant>,
 }
 
 impl Default for Room {
@@ -87,6 +90,7 @@ impl Default for Room {
             epoch: ulid::Ulid::new().to_string(),
             history: VecDeque::new(),
             last_message_at: None,
+            empty_since: None,
         }
     }
 }
@@ -148,6 +152,9 @@ impl MemoryBackplane {
 fn leave(state: &mut State, user_key: &str, room: Option<&str>) -> Option<u64> {
     let room = state.rooms.get_mut(room?)?;
     room.members.remove(user_key)?;
+    if room.members.is_empty() {
+        room.empty_since = Some(Instant::now());
+    }
     Some(room.members.len() as u64)
 }
 
@@ -218,6 +225,7 @@ impl Backplane for MemoryBackplane {
         }
         let previous_members = leave(&mut state, request.user_key, request.previous_room);
         let room = state.rooms.get_mut(request.room).expect("checked above");
+        room.empty_since = None;
         room.members.insert(
             request.user_key.to_string(),
             request.display_name.to_string(),
@@ -308,6 +316,34 @@ impl Backplane for MemoryBackplane {
             rooms_total: state.rooms.len() as u64,
             users: state.names.len() as u64,
         })
+    }
+
+    async fn expire_empty_rooms(
+        &self,
+        default_room: &str,
+        ttl: Duration,
+        limit: usize,
+    ) -> BackplaneResult<Vec<String>> {
+        let mut state = self.state();
+        let now = Instant::now();
+        // O(rooms) under the lock, bounded by `limits.max_rooms`.
+        let due: Vec<String> = state
+            .rooms
+            .iter()
+            .filter(|(name, room)| {
+                name.as_str() != default_room
+                    && room.members.is_empty()
+                    && room
+                        .empty_since
+                        .is_some_and(|since| now.duration_since(since) >= ttl)
+            })
+            .map(|(name, _)| name.clone())
+            .take(limit)
+            .collect();
+        for name in &due {
+            state.delete_room(name);
+        }
+        Ok(due)
     }
 
     async fn publish_message(&self, draft: &MessageDraft) -> BackplaneResult<Option<u64>> {

@@ -347,6 +347,19 @@ pub trait Backplane: Send + Sync + 'static {
     /// total of logged-in users.
     async fn snapshot(&self, limit: usize) -> BackplaneResult<ClusterSnapshot>;
 
+    /// Deletes, as [`RoomChange::Delete`] does, at most `limit` rooms other
+    /// than `default_room` that have had no members for at least `ttl`
+    /// (`limits.empty_room_ttl_secs`), each checked and deleted in one
+    /// atomic step. Returns the rooms deleted: every node sweeps, and each
+    /// room is returned by exactly one call cluster-wide, whose caller
+    /// announces it (ROOM_STATE `deleted`).
+    async fn expire_empty_rooms(
+        &self,
+        default_room: &str,
+        ttl: std::time::Duration,
+        limit: usize,
+    ) -> BackplaneResult<Vec<String>>;
+
     /// Gives the message the next `seq` of its room, appends it to the room's
     /// history (capped by `history.max_messages`) and publishes its frame to
     /// the room, atomically, so every member on every node sees the same `seq`

@@ -17,6 +17,7 @@
 //!   (when joined/left is announced; who owns a room).
 
 pub(crate) mod commands;
+pub(crate) mod expiry;
 pub(crate) mod history;
 mod login;
 mod messages;

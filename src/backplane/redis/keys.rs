@@ -106,6 +106,12 @@ impl Keys {
         format!("{}rooms", self.global)
     }
 
+    /// `prefix:{global}:empty_rooms`: rooms scored by the time (ms) their
+    /// last member left (`limits.empty_room_ttl_secs`).
+    pub fn empty_rooms(&self) -> String {
+        format!("{}empty_rooms", self.global)
+    }
+
     pub fn names(&self) -> String {
         format!("{}names", self.global)
     }

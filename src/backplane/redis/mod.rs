@@ -690,6 +690,17 @@ impl Backplane for RedisBackplane {
         snapshot
     }
 
+    async fn expire_empty_rooms(
+        &self,
+        default_room: &str,
+        ttl: Duration,
+        limit: usize,
+    ) -> BackplaneResult<Vec<String>> {
+        let inner = &self.inner;
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        scripts::expire_rooms(&**inner, &inner.keys, default_room, ttl_ms, limit).await
+    }
+
     async fn publish_message(&self, draft: &MessageDraft) -> BackplaneResult<Option<u64>> {
         let inner = &self.inner;
         let floor = inner.subscriber.seq_floor(&draft.room);

@@ -78,6 +78,7 @@ struct Scripts {
     reregister: Script,
     dead_nodes: Script,
     reap_node: Script,
+    expire_rooms: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -95,7 +96,25 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     reregister: with_common(include_str!("lua/reregister.lua")),
     dead_nodes: Script::new(include_str!("lua/dead_nodes.lua")),
     reap_node: with_common(include_str!("lua/reap_node.lua")),
+    expire_rooms: with_common(include_str!("lua/expire_rooms.lua")),
 });
+
+/// `expire_rooms.lua`: the rooms it deleted.
+pub(super) async fn expire_rooms(
+    r: &impl Eval,
+    keys: &Keys,
+    default_room: &str,
+    ttl_ms: u64,
+    limit: usize,
+) -> BackplaneResult<Vec<String>> {
+    let mut call = common_call(&SCRIPTS.expire_rooms, keys);
+    call.key(keys.empty_rooms())
+        .key(keys.rooms())
+        .arg(ttl_ms)
+        .arg(limit)
+        .arg(default_room);
+    r.eval("expire_rooms", call).await
+}
 
 /// An invocation of a script that includes `lua/common.lua`: its two
 /// leading arguments.
@@ -163,7 +182,8 @@ pub(super) async fn join(
         .key(keys.rooms())
         .key(keys.node_users(node))
         .key(keys.names())
-        .key(keys.owned(request.owner));
+        .key(keys.owned(request.owner))
+        .key(keys.empty_rooms());
     if let Some(previous) = request.previous_room {
         call.key(keys.members(previous));
     }
@@ -180,7 +200,8 @@ pub(super) async fn join(
             request
                 .max_owned_rooms
                 .map_or(-1, |max| max.min(i64::MAX as u64) as i64),
-        );
+        )
+        .arg(request.previous_room.unwrap_or(""));
     let reply: Vec<Value> = r.eval("join_room", call).await?;
     join_outcome(&reply)
 }

@@ -143,7 +143,7 @@ fn snapshot_sorts_rooms_and_derives_available() {
 async fn lua_room_keys_match_keys_rs() {
     let f = fixture().await;
     let probe = Script::new(&format!(
-        "{COMMON}return {{room_key('room', ARGV[3]), room_key('members', ARGV[3]), room_key('history', ARGV[3]), node_users_key(ARGV[4])}}"
+        "{COMMON}return {{room_key('room', ARGV[3]), room_key('members', ARGV[3]), room_key('history', ARGV[3]), node_users_key(ARGV[4]), empty_rooms_key(), room_key('owned', ARGV[4]), room_of_members_key(room_key('members', ARGV[3]))}}"
     ));
     let mut call = probe.prepare_invoke();
     call.arg(f.keys.base())
@@ -157,7 +157,10 @@ async fn lua_room_keys_match_keys_rs() {
             f.keys.room("lobby"),
             f.keys.members("lobby"),
             f.keys.history("lobby"),
-            f.keys.node_users("n1")
+            f.keys.node_users("n1"),
+            f.keys.empty_rooms(),
+            f.keys.owned("n1"),
+            "lobby".to_string(),
         ]
     );
 }

@@ -1,10 +1,14 @@
 -- Checks ban, closed and lock and moves a user into a room, atomically.
 -- KEYS: the room's settings, seq, bans, members; rooms; this node's user
--- list; names; the owner's set of owned rooms; the previous room's members
--- (absent without one).
+-- list; names; the owner's set of owned rooms; the rooms by the time they
+-- emptied (`Keys::empty_rooms`); the previous room's members (absent
+-- without one).
 -- ARGV: user, display, password given, password hash, create, max rooms,
 -- room, node, owner id (stored verbatim as a new room's owner, see
--- `chat::ownership`), most rooms the owner may own (-1: no limit).
+-- `chat::ownership`), most rooms the owner may own (-1: no limit), the
+-- previous room's name.
+-- The joined room leaves the empty rooms; the previous one, if the user
+-- was its last member, enters them (`limits.empty_room_ttl_secs`).
 -- A created room is added to the owner's set, checked against that limit
 -- in the same step (`too_many_owned`); deleting the room frees it
 -- (`forget_room.lua`).
@@ -23,11 +27,12 @@
 -- `no_such_room`), banned, closed, locked.
 -- Single-Redis only (the room, the previous room and the global user list
 -- in one step), to be split for Redis Cluster (issue 12).
-local rkey, skey, bkey, mkey, rooms, ukey, names, owned, prev = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local rkey, skey, bkey, mkey, rooms, ukey, names, owned, prev = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[10]
+local empty_rooms = KEYS[9]
 local user, display, pw_given, pw, create = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local max_rooms = tonumber(ARGV[6])
 local room, node, owner = ARGV[7], ARGV[8], ARGV[9]
-local max_owned = tonumber(ARGV[10])
+local max_owned, prev_room = tonumber(ARGV[10]), ARGV[11]
 local holder = redis.call('HGET', names, user)
 if holder and holder ~= node then
   return {'name_lost'}
@@ -63,7 +68,12 @@ end
 local prev_members = -1
 if prev and redis.call('HDEL', prev, user) == 1 then
   prev_members = redis.call('HLEN', prev)
+  if prev_members == 0 then
+    local t = redis.call('TIME')
+    redis.call('ZADD', empty_rooms, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), prev_room)
+  end
 end
+redis.call('ZREM', empty_rooms, room)
 if not holder then
   redis.call('HSET', names, user, node)
 end
