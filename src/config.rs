@@ -224,34 +224,20 @@ impl std::fmt::Debug for AuthConfig {
     }
 }
 
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// Key for the shutdown payload and `POST /admin/shutdown`. Empty: both
     /// are refused.
     #[serde(deserialize_with = "string_or_number")]
     pub shutdown_key: String,
-    /// Rooms in one `GET /admin/api/cluster` answer (the busiest first; the
-    /// total counts them all). Default 100: each listed room costs one
-    /// backplane read for its owner, and a page polling every 2 s should
-    /// stay cheap; raise it to see more of a cluster with many rooms.
-    pub max_listed_rooms: usize,
 }
 
-impl Default for AdminConfig {
-    fn default() -> Self {
-        Self {
-            shutdown_key: String::new(),
-            max_listed_rooms: 100,
-        }
-    }
-}
 
 impl std::fmt::Debug for AdminConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminConfig")
             .field("shutdown_key", &redacted(&self.shutdown_key))
-            .field("max_listed_rooms", &self.max_listed_rooms)
             .finish()
     }
 }
@@ -338,6 +324,25 @@ pub struct LimitsConfig {
     /// Most names `\users` lists (it also gives the room's count): listing
     /// a crowd costs no more than listing a small room.
     pub max_listed_users: usize,
+    /// Most rooms one CACHE_UPDATE or `\rooms` answer lists (the user's
+    /// own room, the default room, then the busiest; `rooms_total` counts
+    /// them all), and the admin API's room list. Default 100: every login
+    /// and room move sends this list, so it bounds that frame whatever the number of rooms; raise it only with
+    /// `max_frame_bytes`.
+    pub max_listed_rooms: usize,
+    /// Rooms one user owns at once (token mode: per subject; open mode: per
+    /// connection); creating one more is refused with `forbidden`, deleting
+    /// one frees its slot. Admins have no limit. Default 10: enough for a
+    /// person, while one client can no longer fill `max_rooms` alone. 0: no
+    /// limit.
+    pub rooms_per_user: u64,
+    /// A room other than the default room that has had no members this
+    /// long is deleted with its settings, bans and history (ROOM_STATE
+    /// `deleted`), so rooms do not pile up forever. Every node sweeps every
+    /// `min(ttl / 2, 60 s)` (at least 100 ms), so a room goes between ttl
+    /// and ttl + that interval after it emptied. Default 86400 (one day):
+    /// long enough for a room's regulars to come back. 0: never.
+    pub empty_room_ttl_secs: u64,
     /// Rooms the whole cluster may hold (rooms stay until deleted, so without
     /// a bound clients could create them forever). Creating one more is
     /// refused with NOTICE `forbidden`; joining existing rooms still works.
@@ -374,8 +379,19 @@ impl Default for LimitsConfig {
             presence_notice_max_members: 200,
             max_rooms: 10_000,
             max_listed_users: 100,
+            max_listed_rooms: 100,
+            rooms_per_user: 10,
+            empty_room_ttl_secs: 86_400,
             close_grace_ms: 1000,
         }
+    }
+}
+
+impl LimitsConfig {
+    /// The [`crate::backplane::JoinRequest::max_owned_rooms`] of a user:
+    /// none for admins and with `rooms_per_user = 0`.
+    pub(crate) fn owned_rooms_limit(&self, admin: bool) -> Option<u64> {
+        (!admin && self.rooms_per_user > 0).then_some(self.rooms_per_user)
     }
 }
 
@@ -498,6 +514,7 @@ impl Config {
             ("limits.flood_window_secs", l.flood_window_secs),
             ("limits.max_rooms", l.max_rooms),
             ("limits.max_listed_users", l.max_listed_users as u64),
+            ("limits.max_listed_rooms", l.max_listed_rooms as u64),
             (
                 "limits.header_read_timeout_secs",
                 l.header_read_timeout_secs,

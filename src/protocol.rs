@@ -389,6 +389,7 @@ pub fn shutdown(reason: Option<&str>, reconnect: bool) -> Frame {
 /// CACHE_UPDATE (op 4).
 pub fn cache_update(
     rooms: &[RoomSummary],
+    rooms_total: u64,
     command_prefix: &str,
     host: &str,
     port: u16,
@@ -398,6 +399,7 @@ pub fn cache_update(
     #[derive(Serialize)]
     struct D<'a> {
         rooms: &'a [RoomSummary],
+        rooms_total: u64,
         command_prefix: &'a str,
         host: &'a str,
         port: u16,
@@ -408,6 +410,7 @@ pub fn cache_update(
         op::CACHE_UPDATE,
         D {
             rooms,
+            rooms_total,
             command_prefix,
             host,
             port,

@@ -105,6 +105,7 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
         edge: EdgeState::new(&config)?,
     });
     crate::net::admin::start(&chat, &node_id, addr, &tracker);
+    crate::chat::expiry::start(&chat);
     let task = tokio::spawn(run(listener, app, chat, tracker));
     Ok(NodeHandle {
         addr,

@@ -210,7 +210,13 @@ async fn cache_agreement_across_nodes() {
             .iter()
             .map(|r| r["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["alpha", "beta", "general"], "rooms sorted by name");
+        // CacheA's own room, the default room, then the busiest.
+        assert_eq!(
+            names,
+            ["alpha", "general", "beta"],
+            "rooms in listing order"
+        );
+        assert_eq!(v["rooms_total"], 3, "{v}");
 
         // A disconnect on one node shows on the others within 1 s.
         c.close().await;

@@ -119,6 +119,8 @@ contract!(
     seq_is_gapless_and_restarts_after_delete,
     snapshot_lists_rooms_and_users,
     member_lists_and_room_count_are_bounded,
+    owned_rooms_are_counted_per_owner_and_freed_by_delete,
+    rooms_empty_for_the_ttl_are_deleted_once,
 );
 
 fn join<'a>(user: &'a str, room: &'a str, previous: Option<&'a str>) -> JoinRequest<'a> {
@@ -130,6 +132,7 @@ fn join<'a>(user: &'a str, room: &'a str, previous: Option<&'a str>) -> JoinRequ
         create: true,
         owner: user,
         max_rooms: 100,
+        max_owned_rooms: None,
         previous_room: previous,
     }
 }
@@ -307,21 +310,28 @@ async fn snapshot_lists_rooms_and_users(s: Subject) {
         .await
         .unwrap();
     b.change_room("zed", RoomChange::Close).await.unwrap();
-    let snapshot = b.snapshot().await.unwrap();
+    let snapshot = b.snapshot(100).await.unwrap();
     assert_eq!(snapshot.users, 3);
+    assert_eq!(snapshot.rooms_total, 3);
     let rows: Vec<_> = snapshot
         .rooms
         .iter()
         .map(|r| (r.name.as_str(), r.users, r.available, r.closed))
         .collect();
+    // Busiest first, ties by name.
     assert_eq!(
         rows,
         [
+            ("zed", 2, false, true),
             ("alpha", 1, true, false),
             ("general", 0, true, false),
-            ("zed", 2, false, true),
         ]
     );
+    // Bounded: the busiest `limit`, while the total counts every room.
+    let snapshot = b.snapshot(2).await.unwrap();
+    assert_eq!(snapshot.rooms_total, 3);
+    let names: Vec<_> = snapshot.rooms.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["zed", "alpha"]);
 }
 
 async fn member_lists_and_room_count_are_bounded(s: Subject) {
@@ -417,4 +427,119 @@ async fn cancelled_subscriptions_leak_nothing() {
     wait_numsub("swiftchat:ch:{again}", 1).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(numsub("swiftchat:ch:{again}"), 1);
+}
+
+async fn owned_rooms_are_counted_per_owner_and_freed_by_delete(s: Subject) {
+    let b = &s.backplane;
+    assert!(b.claim_name("amy", "amy").await.unwrap());
+    assert!(b.claim_name("bea", "bea").await.unwrap());
+    let limited = |user: &'static str, room: &'static str, previous| {
+        let mut request = join(user, room, previous);
+        request.max_owned_rooms = Some(2);
+        request
+    };
+    b.join_room(limited("amy", "a1", None)).await.unwrap();
+    b.join_room(limited("amy", "a2", Some("a1"))).await.unwrap();
+    assert_eq!(
+        b.join_room(limited("amy", "a3", Some("a2"))).await.unwrap(),
+        JoinOutcome::TooManyOwnedRooms
+    );
+    assert!(b.room("a3").await.unwrap().is_none(), "nothing created");
+    // Joining an existing room is no creation; another owner has its own.
+    assert!(matches!(
+        b.join_room(limited("amy", "general", Some("a2")))
+            .await
+            .unwrap(),
+        JoinOutcome::Joined { created: false, .. }
+    ));
+    assert!(matches!(
+        b.join_room(limited("bea", "b1", None)).await.unwrap(),
+        JoinOutcome::Joined { created: true, .. }
+    ));
+    // No limit (admins).
+    let mut unlimited = join("amy", "a3", Some("general"));
+    unlimited.max_owned_rooms = None;
+    assert!(matches!(
+        b.join_room(unlimited).await.unwrap(),
+        JoinOutcome::Joined { created: true, .. }
+    ));
+    // Deleting frees a slot: a1 gone, amy owns a2 and a3 (2), so one more
+    // is still refused until another is deleted.
+    assert!(b.change_room("a1", RoomChange::Delete).await.unwrap());
+    assert_eq!(
+        b.join_room(limited("amy", "a4", Some("a3"))).await.unwrap(),
+        JoinOutcome::TooManyOwnedRooms
+    );
+    assert!(b.change_room("a2", RoomChange::Delete).await.unwrap());
+    assert!(matches!(
+        b.join_room(limited("amy", "a4", Some("a3"))).await.unwrap(),
+        JoinOutcome::Joined { created: true, .. }
+    ));
+}
+
+async fn rooms_empty_for_the_ttl_are_deleted_once(s: Subject) {
+    use std::time::Duration;
+    let b = &s.backplane;
+    let ttl = Duration::from_millis(300);
+    for user in ["amy", "bea"] {
+        assert!(b.claim_name(user, user).await.unwrap());
+    }
+    let mut request = join("amy", "brief", None);
+    request.max_owned_rooms = Some(1);
+    b.join_room(request).await.unwrap();
+    b.set_ban("brief", "cal", true).await.unwrap();
+    b.join_room(join("bea", "kept", None)).await.unwrap();
+    b.join_room(join("amy", "general", Some("brief")))
+        .await
+        .unwrap();
+    // Not yet due.
+    assert!(b
+        .expire_empty_rooms("general", ttl, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    // Due: brief (empty); general is the default room, kept has a member.
+    assert_eq!(
+        b.expire_empty_rooms("general", ttl, 10).await.unwrap(),
+        ["brief"]
+    );
+    assert!(b.room("brief").await.unwrap().is_none());
+    assert!(b.room("general").await.unwrap().is_some());
+    assert!(b.room("kept").await.unwrap().is_some());
+    // Once.
+    assert!(b
+        .expire_empty_rooms("general", ttl, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Its settings, bans and owner slot went with it.
+    let mut request = join("amy", "brief", Some("general"));
+    request.max_owned_rooms = Some(1);
+    assert!(matches!(
+        b.join_room(request).await.unwrap(),
+        JoinOutcome::Joined { created: true, .. }
+    ));
+    assert!(
+        b.set_ban("brief", "cal", true).await.unwrap(),
+        "ban was dropped"
+    );
+    // A room that emptied and was joined again starts over.
+    b.join_room(join("bea", "general", Some("kept")))
+        .await
+        .unwrap();
+    b.join_room(join("bea", "kept", Some("general")))
+        .await
+        .unwrap();
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    b.join_room(join("bea", "general", Some("kept")))
+        .await
+        .unwrap();
+    assert!(
+        b.expire_empty_rooms("general", ttl, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "kept emptied just now"
+    );
 }

@@ -36,6 +36,27 @@ struct State {
     /// user key → display name of every logged-in user.
     names: HashMap<String, String>,
     rooms: BTreeMap<String, Room>,
+    /// owner id → the rooms it owns (`limits.rooms_per_user`); an owner
+    /// without rooms has no entry.
+    owned: HashMap<String, HashSet<String>>,
+}
+
+impl State {
+    /// Removes a room with everything it holds, freeing its owner's slot.
+    fn delete_room(&mut self, name: &str) -> bool {
+        let Some(room) = self.rooms.remove(name) else {
+            return false;
+        };
+        if let Some(owner) = room.owner {
+            if let Some(owned) = self.owned.get_mut(&owner) {
+                owned.remove(name);
+                if owned.is_empty() {
+                    self.owned.remove(&owner);
+                }
+            }
+        }
+        true
+    }
 }
 
 struct Room {
@@ -52,6 +73,9 @@ struct Room {
     /// `history_max`.
     history: VecDeque<(u64, Bytes)>,
     last_message_at: Option<Instant>,
+    /// When the last member left (`limits.empty_room_ttl_secs`); `None`
+    /// while the room has members.
+    empty_since: Option<Instant>,
 }
 
 impl Default for Room {
@@ -66,6 +90,7 @@ impl Default for Room {
             epoch: ulid::Ulid::new().to_string(),
             history: VecDeque::new(),
             last_message_at: None,
+            empty_since: None,
         }
     }
 }
@@ -127,6 +152,9 @@ impl MemoryBackplane {
 fn leave(state: &mut State, user_key: &str, room: Option<&str>) -> Option<u64> {
     let room = state.rooms.get_mut(room?)?;
     room.members.remove(user_key)?;
+    if room.members.is_empty() {
+        room.empty_since = Some(Instant::now());
+    }
     Some(room.members.len() as u64)
 }
 
@@ -163,6 +191,15 @@ impl Backplane for MemoryBackplane {
             if state.rooms.len() as u64 >= request.max_rooms {
                 return Ok(JoinOutcome::TooManyRooms);
             }
+            let owned = state.owned.get(request.owner).map_or(0, HashSet::len) as u64;
+            if request.max_owned_rooms.is_some_and(|max| owned >= max) {
+                return Ok(JoinOutcome::TooManyOwnedRooms);
+            }
+            state
+                .owned
+                .entry(request.owner.to_string())
+                .or_default()
+                .insert(request.room.to_string());
             state.rooms.insert(
                 request.room.to_string(),
                 Room {
@@ -188,6 +225,7 @@ impl Backplane for MemoryBackplane {
         }
         let previous_members = leave(&mut state, request.user_key, request.previous_room);
         let room = state.rooms.get_mut(request.room).expect("checked above");
+        room.empty_since = None;
         room.members.insert(
             request.user_key.to_string(),
             request.display_name.to_string(),
@@ -207,7 +245,7 @@ impl Backplane for MemoryBackplane {
     async fn change_room(&self, name: &str, change: RoomChange) -> BackplaneResult<bool> {
         let mut state = self.state();
         if change == RoomChange::Delete {
-            return Ok(state.rooms.remove(name).is_some());
+            return Ok(state.delete_room(name));
         }
         let Some(room) = state.rooms.get_mut(name) else {
             return Ok(false);
@@ -254,22 +292,58 @@ impl Backplane for MemoryBackplane {
             .is_some_and(|r| r.members.contains_key(user_key)))
     }
 
-    async fn snapshot(&self) -> BackplaneResult<ClusterSnapshot> {
+    async fn snapshot(&self, limit: usize) -> BackplaneResult<ClusterSnapshot> {
         let state = self.state();
+        let mut rooms: Vec<RoomSummary> = state
+            .rooms
+            .iter()
+            .map(|(name, room)| RoomSummary {
+                name: name.clone(),
+                available: room.password_hash.is_none() && !room.closed,
+                locked: room.password_hash.is_some(),
+                closed: room.closed,
+                users: room.members.len() as u64,
+            })
+            .collect();
+        // O(rooms) in memory; only `limit` of them are sorted and kept.
+        if rooms.len() > limit && limit > 0 {
+            rooms.select_nth_unstable_by(limit - 1, super::busiest_first);
+        }
+        rooms.truncate(limit);
+        rooms.sort_by(super::busiest_first);
         Ok(ClusterSnapshot {
-            rooms: state
-                .rooms
-                .iter()
-                .map(|(name, room)| RoomSummary {
-                    name: name.clone(),
-                    available: room.password_hash.is_none() && !room.closed,
-                    locked: room.password_hash.is_some(),
-                    closed: room.closed,
-                    users: room.members.len() as u64,
-                })
-                .collect(),
+            rooms,
+            rooms_total: state.rooms.len() as u64,
             users: state.names.len() as u64,
         })
+    }
+
+    async fn expire_empty_rooms(
+        &self,
+        default_room: &str,
+        ttl: Duration,
+        limit: usize,
+    ) -> BackplaneResult<Vec<String>> {
+        let mut state = self.state();
+        let now = Instant::now();
+        // O(rooms) under the lock, bounded by `limits.max_rooms`.
+        let due: Vec<String> = state
+            .rooms
+            .iter()
+            .filter(|(name, room)| {
+                name.as_str() != default_room
+                    && room.members.is_empty()
+                    && room
+                        .empty_since
+                        .is_some_and(|since| now.duration_since(since) >= ttl)
+            })
+            .map(|(name, _)| name.clone())
+            .take(limit)
+            .collect();
+        for name in &due {
+            state.delete_room(name);
+        }
+        Ok(due)
     }
 
     async fn publish_message(&self, draft: &MessageDraft) -> BackplaneResult<Option<u64>> {
@@ -412,6 +486,7 @@ mod tests {
                 owner: "tok:ann",
                 previous_room: None,
                 max_rooms: 10,
+                max_owned_rooms: None,
             })
             .await
             .unwrap();

@@ -65,8 +65,11 @@ pub struct RoomMembers {
 /// Everything CACHE_UPDATE needs, cluster-wide.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClusterSnapshot {
-    /// Rooms sorted by name.
+    /// The rooms with the most users (ties by name), at most the `limit`
+    /// asked for: a snapshot's size does not grow with the cluster's rooms.
     pub rooms: Vec<RoomSummary>,
+    /// Every room of the cluster.
+    pub rooms_total: u64,
     /// Logged-in connections in the whole cluster.
     pub users: u64,
 }
@@ -91,6 +94,11 @@ pub struct JoinRequest<'a> {
     /// Rooms the cluster may hold: creating one more is refused with
     /// [`JoinOutcome::TooManyRooms`].
     pub max_rooms: u64,
+    /// Rooms `owner` may own at once (`limits.rooms_per_user`): creating
+    /// one more is refused with [`JoinOutcome::TooManyOwnedRooms`]; `None`:
+    /// no limit (admins). Counted atomically with the creation; deleting a
+    /// room frees its slot.
+    pub max_owned_rooms: Option<u64>,
     /// The room the user is in now, left as part of the same change.
     pub previous_room: Option<&'a str>,
 }
@@ -119,6 +127,9 @@ pub enum JoinOutcome {
     Banned,
     /// The room does not exist and the cluster already has `max_rooms`.
     TooManyRooms,
+    /// The room does not exist and its would-be owner already owns
+    /// `max_owned_rooms`.
+    TooManyOwnedRooms,
     /// The user's name is held by another connection of the cluster (this
     /// node was presumed dead and the name claimed meanwhile): nothing
     /// changed; the connection is closed once its node re-registers.
@@ -331,8 +342,23 @@ pub trait Backplane: Send + Sync + 'static {
     /// Whether `user_key` is a member of `room`.
     async fn is_member(&self, room: &str, user_key: &str) -> BackplaneResult<bool>;
 
-    /// Rooms with counts and the total of logged-in users.
-    async fn snapshot(&self) -> BackplaneResult<ClusterSnapshot>;
+    /// The `limit` rooms with the most users (ties by name, see
+    /// [`busiest_first`]) with their counts, the number of rooms and the
+    /// total of logged-in users.
+    async fn snapshot(&self, limit: usize) -> BackplaneResult<ClusterSnapshot>;
+
+    /// Deletes, as [`RoomChange::Delete`] does, at most `limit` rooms other
+    /// than `default_room` that have had no members for at least `ttl`
+    /// (`limits.empty_room_ttl_secs`), each checked and deleted in one
+    /// atomic step. Returns the rooms deleted: every node sweeps, and each
+    /// room is returned by exactly one call cluster-wide, whose caller
+    /// announces it (ROOM_STATE `deleted`).
+    async fn expire_empty_rooms(
+        &self,
+        default_room: &str,
+        ttl: std::time::Duration,
+        limit: usize,
+    ) -> BackplaneResult<Vec<String>>;
 
     /// Gives the message the next `seq` of its room, appends it to the room's
     /// history (capped by `history.max_messages`) and publishes its frame to
@@ -407,6 +433,11 @@ pub(crate) fn message_seq(frame: &[u8]) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+/// The order of [`ClusterSnapshot::rooms`]: most users first, then by name.
+pub(crate) fn busiest_first(a: &RoomSummary, b: &RoomSummary) -> std::cmp::Ordering {
+    b.users.cmp(&a.users).then_with(|| a.name.cmp(&b.name))
 }
 
 /// Hash of a room password as stored by backplanes: SHA-256 over the room

@@ -86,6 +86,8 @@ impl Session {
                 owner: &owner_id,
                 previous_room: None,
                 max_rooms: config.limits.max_rooms,
+                // Login never creates a room.
+                max_owned_rooms: None,
             })
             .await;
         let (members, joined_seq) = match outcome {

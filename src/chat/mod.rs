@@ -18,6 +18,7 @@
 
 pub(crate) mod cluster_events;
 pub(crate) mod commands;
+pub(crate) mod expiry;
 pub(crate) mod history;
 mod login;
 mod messages;

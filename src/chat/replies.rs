@@ -48,6 +48,9 @@ impl Refusal {
             JoinOutcome::TooManyRooms => Self::forbidden(format!(
                 "The room {room} cannot be created: the server holds as many rooms as it may. Join an existing room."
             )),
+            JoinOutcome::TooManyOwnedRooms => Self::forbidden(format!(
+                "The room {room} cannot be created: you own as many rooms as you may. Delete one of yours or join an existing room."
+            )),
             JoinOutcome::NameLost => Self::new(
                 NoticeCode::NameTaken,
                 "Your name is held by another connection.",

@@ -6,7 +6,7 @@ use super::presence;
 use super::replies::{self, Refusal};
 use super::session::Session;
 use crate::backplane::{password_hash, BackplaneError, ClusterEvent, JoinOutcome, JoinRequest};
-use crate::protocol::{self, NoticeCode, RoomStateReason};
+use crate::protocol::{self, NoticeCode, RoomStateReason, RoomSummary};
 use crate::registry::EvictReason;
 
 impl Session {
@@ -41,8 +41,8 @@ impl Session {
     }
 
     pub(super) async fn cmd_rooms(&mut self, _: Checked) -> Result<(), Refusal> {
-        let snapshot = self.chat.backplane.snapshot().await?;
-        let rooms: Vec<String> = snapshot
+        let listed = self.listed_rooms(&self.current_room()).await?;
+        let rooms: Vec<String> = listed
             .rooms
             .iter()
             .map(|r| {
@@ -54,10 +54,16 @@ impl Session {
                 format!("{} ({state}{} online)", r.name, r.users)
             })
             .collect();
+        let more = listed.rooms_total.saturating_sub(listed.rooms.len() as u64);
+        let more = if more == 0 {
+            String::new()
+        } else {
+            format!(" and {more} more")
+        };
         self.info(&format!(
-            "Rooms: {}. {} online in all.",
+            "Rooms: {}{more}. {} online in all.",
             rooms.join(", "),
-            snapshot.users
+            listed.users
         ));
         Ok(())
     }
@@ -126,6 +132,7 @@ impl Session {
                 owner: &user.owner_id,
                 previous_room: Some(&user.room),
                 max_rooms: chat.config.limits.max_rooms,
+                max_owned_rooms: chat.config.limits.owned_rooms_limit(user.admin),
             })
             .await;
         let Ok(JoinOutcome::Joined {
@@ -191,18 +198,57 @@ impl Session {
         }
     }
 
+    /// The rooms a user is shown (CACHE_UPDATE, `\rooms`): at most
+    /// `limits.max_listed_rooms`, the user's own room first, then the default
+    /// room, then the busiest (ties by name). A pinned room that is not
+    /// among the busiest costs two small reads; nothing costs O(rooms) in
+    /// frame size.
+    async fn listed_rooms(&self, own_room: &str) -> Result<ListedRooms, BackplaneError> {
+        let chat = &self.chat;
+        let limit = chat.config.limits.max_listed_rooms;
+        let snapshot = chat.backplane.snapshot(limit).await?;
+        let mut busiest = snapshot.rooms;
+        let mut rooms = Vec::with_capacity(limit.min(busiest.len() + 2));
+        for name in [own_room, chat.config.server.default_room.as_str()] {
+            if rooms.iter().any(|r: &RoomSummary| r.name == name) {
+                continue;
+            }
+            if let Some(at) = busiest.iter().position(|r| r.name == name) {
+                rooms.push(busiest.remove(at));
+            } else if let Some(info) = chat.backplane.room(name).await? {
+                let members = chat.backplane.room_members(name, 1).await?;
+                rooms.push(RoomSummary {
+                    name: info.name,
+                    available: !info.locked && !info.closed,
+                    locked: info.locked,
+                    closed: info.closed,
+                    users: members.total,
+                });
+            }
+        }
+        rooms.extend(busiest);
+        rooms.truncate(limit);
+        Ok(ListedRooms {
+            // A pinned room read after the snapshot may be one more.
+            rooms_total: snapshot.rooms_total.max(rooms.len() as u64),
+            rooms,
+            users: snapshot.users,
+        })
+    }
+
     pub(super) async fn send_cache_update(&self) -> Result<(), Refusal> {
         let Some(user) = &self.user else {
             return Ok(());
         };
-        let snapshot = self.chat.backplane.snapshot().await?;
+        let listed = self.listed_rooms(&user.room).await?;
         let config = &self.chat.config;
         self.conn.send(protocol::cache_update(
-            &snapshot.rooms,
+            &listed.rooms,
+            listed.rooms_total,
             &config.server.command_prefix,
             &config.public.host,
             config.public.port,
-            snapshot.users,
+            listed.users,
             protocol::Me {
                 name: &user.name,
                 room: &user.room,
@@ -210,4 +256,11 @@ impl Session {
         ));
         Ok(())
     }
+}
+
+/// What [`Session::listed_rooms`] shows.
+struct ListedRooms {
+    rooms: Vec<RoomSummary>,
+    rooms_total: u64,
+    users: u64,
 }

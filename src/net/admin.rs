@@ -116,7 +116,7 @@ struct ClusterView {
     generated_ms: u64,
     nodes: Vec<NodeStats>,
     /// The busiest rooms (most users first, then by name), at most
-    /// `admin.max_listed_rooms`; `totals.rooms` counts them all.
+    /// `limits.max_listed_rooms`; `totals.rooms` counts them all.
     rooms: Vec<RoomView>,
     totals: Totals,
 }
@@ -138,7 +138,7 @@ struct Totals {
     nodes: usize,
     connections: u64,
     logged_in: u64,
-    rooms: usize,
+    rooms: u64,
     messages_in_per_sec: f64,
     messages_out_per_sec: f64,
 }
@@ -152,14 +152,17 @@ async fn cluster(State(state): State<AppState>, headers: HeaderMap) -> Response 
         Ok(nodes) => nodes,
         Err(e) => return unavailable(e),
     };
-    let snapshot = match chat.backplane.snapshot().await {
+    // Each listed room costs one backplane read for its owner.
+    let snapshot = match chat
+        .backplane
+        .snapshot(chat.config.limits.max_listed_rooms)
+        .await
+    {
         Ok(snapshot) => snapshot,
         Err(e) => return unavailable(e),
     };
-    let room_count = snapshot.rooms.len();
-    let mut busiest = snapshot.rooms;
-    busiest.sort_by(|a, b| b.users.cmp(&a.users).then_with(|| a.name.cmp(&b.name)));
-    busiest.truncate(chat.config.admin.max_listed_rooms);
+    let room_count = snapshot.rooms_total;
+    let busiest = snapshot.rooms;
     let names: Vec<String> = busiest.iter().map(|r| r.name.clone()).collect();
     let owners: Vec<Option<String>> = futures_util::stream::iter(names)
         .map(|name| {

@@ -103,7 +103,10 @@ pub async fn cache(c: &mut Client) -> Value {
 
 /// A CACHE_UPDATE's content without `me`: what every node must agree on.
 pub fn shared_view(d: &Value) -> Value {
-    json!({"rooms": d["rooms"], "users": d["users"]})
+    // Each user's own room comes first (PROTOCOL.md): compare as sets.
+    let mut rooms = d["rooms"].as_array().cloned().unwrap_or_default();
+    rooms.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    json!({"rooms": rooms, "users": d["users"], "rooms_total": d["rooms_total"]})
 }
 
 /// Polls `c`'s CACHE_UPDATE until `pred` holds; returns the time taken and

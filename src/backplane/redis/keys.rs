@@ -96,8 +96,20 @@ impl Keys {
         self.room_key(MEMBERS, room)
     }
 
+    /// `prefix:owned:{owner}`: the set of rooms an owner id owns
+    /// (`limits.rooms_per_user`), under the owner's hash tag.
+    pub fn owned(&self, owner: &str) -> String {
+        self.room_key("owned", owner)
+    }
+
     pub fn rooms(&self) -> String {
         format!("{}rooms", self.global)
+    }
+
+    /// `prefix:{global}:empty_rooms`: rooms scored by the time (ms) their
+    /// last member left (`limits.empty_room_ttl_secs`).
+    pub fn empty_rooms(&self) -> String {
+        format!("{}empty_rooms", self.global)
     }
 
     pub fn names(&self) -> String {

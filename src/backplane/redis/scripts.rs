@@ -78,6 +78,7 @@ struct Scripts {
     reregister: Script,
     dead_nodes: Script,
     reap_node: Script,
+    expire_rooms: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -95,7 +96,25 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     reregister: with_common(include_str!("lua/reregister.lua")),
     dead_nodes: Script::new(include_str!("lua/dead_nodes.lua")),
     reap_node: with_common(include_str!("lua/reap_node.lua")),
+    expire_rooms: with_common(include_str!("lua/expire_rooms.lua")),
 });
+
+/// `expire_rooms.lua`: the rooms it deleted.
+pub(super) async fn expire_rooms(
+    r: &impl Eval,
+    keys: &Keys,
+    default_room: &str,
+    ttl_ms: u64,
+    limit: usize,
+) -> BackplaneResult<Vec<String>> {
+    let mut call = common_call(&SCRIPTS.expire_rooms, keys);
+    call.key(keys.empty_rooms())
+        .key(keys.rooms())
+        .arg(ttl_ms)
+        .arg(limit)
+        .arg(default_room);
+    r.eval("expire_rooms", call).await
+}
 
 /// An invocation of a script that includes `lua/common.lua`: its two
 /// leading arguments.
@@ -162,7 +181,9 @@ pub(super) async fn join(
         .key(keys.members(room))
         .key(keys.rooms())
         .key(keys.node_users(node))
-        .key(keys.names());
+        .key(keys.names())
+        .key(keys.owned(request.owner))
+        .key(keys.empty_rooms());
     if let Some(previous) = request.previous_room {
         call.key(keys.members(previous));
     }
@@ -174,7 +195,13 @@ pub(super) async fn join(
         .arg(request.max_rooms)
         .arg(room)
         .arg(node)
-        .arg(request.owner);
+        .arg(request.owner)
+        .arg(
+            request
+                .max_owned_rooms
+                .map_or(-1, |max| max.min(i64::MAX as u64) as i64),
+        )
+        .arg(request.previous_room.unwrap_or(""));
     let reply: Vec<Value> = r.eval("join_room", call).await?;
     join_outcome(&reply)
 }
@@ -199,6 +226,7 @@ fn join_outcome(reply: &[Value]) -> BackplaneResult<JoinOutcome> {
         "closed" => JoinOutcome::Closed,
         "locked" => JoinOutcome::Locked,
         "too_many_rooms" => JoinOutcome::TooManyRooms,
+        "too_many_owned" => JoinOutcome::TooManyOwnedRooms,
         "name_lost" => JoinOutcome::NameLost,
         _ => return Err(internal("join")),
     })
@@ -228,10 +256,21 @@ pub(super) async fn change_room(
         .key(keys.history(room))
         .arg(name)
         .arg(password_hash);
-    let applied = r.eval::<i64>("change_room", call).await? == 1;
+    let reply: Value = r.eval("change_room", call).await?;
+    let (applied, owner) = match &reply {
+        Value::Array(items) => (
+            items.first().and_then(int) == Some(1),
+            items.get(1).and_then(text).unwrap_or_default(),
+        ),
+        other => (int(other) == Some(1), String::new()),
+    };
     if applied && *change == RoomChange::Delete {
         let mut forget = SCRIPTS.forget_room.prepare_invoke();
-        forget.key(keys.rooms()).key(keys.room(room)).arg(room);
+        forget.key(keys.rooms()).key(keys.room(room));
+        if !owner.is_empty() {
+            forget.key(keys.owned(&owner));
+        }
+        forget.arg(room).arg(&owner);
         r.eval::<i64>("forget_room", forget).await?;
     }
     Ok(applied)
@@ -254,19 +293,24 @@ pub(super) async fn set_ban(
 }
 
 /// `snapshot.lua`.
-pub(super) async fn snapshot(r: &impl Eval, keys: &Keys) -> BackplaneResult<ClusterSnapshot> {
+pub(super) async fn snapshot(
+    r: &impl Eval,
+    keys: &Keys,
+    limit: usize,
+) -> BackplaneResult<ClusterSnapshot> {
     let mut call = common_call(&SCRIPTS.snapshot, keys);
-    call.key(keys.names()).key(keys.rooms());
+    call.key(keys.names()).key(keys.rooms()).arg(limit);
     let reply: Vec<Value> = r.eval("snapshot", call).await?;
     parse_snapshot(&reply)
 }
 
 fn parse_snapshot(reply: &[Value]) -> BackplaneResult<ClusterSnapshot> {
-    let users = reply
-        .first()
-        .and_then(int)
-        .ok_or_else(|| internal("snapshot"))?;
-    let mut rooms = reply[1..]
+    let (Some(users), Some(rooms_total)) =
+        (reply.first().and_then(int), reply.get(1).and_then(int))
+    else {
+        return Err(internal("snapshot"));
+    };
+    let mut rooms = reply[2..]
         .chunks(4)
         .map(|room| {
             let [name, locked, closed, members] = room else {
@@ -283,9 +327,10 @@ fn parse_snapshot(reply: &[Value]) -> BackplaneResult<ClusterSnapshot> {
             })
         })
         .collect::<BackplaneResult<Vec<_>>>()?;
-    rooms.sort_by(|a, b| a.name.cmp(&b.name));
+    rooms.sort_by(crate::backplane::busiest_first);
     Ok(ClusterSnapshot {
         rooms,
+        rooms_total: rooms_total.max(0) as u64,
         users: users.max(0) as u64,
     })
 }

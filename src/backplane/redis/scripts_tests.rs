@@ -75,6 +75,7 @@ impl Fixture {
                 create: true,
                 owner: user,
                 max_rooms: 10,
+                max_owned_rooms: None,
                 previous_room: prev,
             },
         )
@@ -116,6 +117,7 @@ fn snapshot_sorts_rooms_and_derives_available() {
     let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
     let reply = [
         Value::Int(4),
+        Value::Int(7),
         bulk("zeta"),
         bulk("1"),
         bulk("0"),
@@ -127,11 +129,13 @@ fn snapshot_sorts_rooms_and_derives_available() {
     ];
     let snapshot = parse_snapshot(&reply).unwrap();
     assert_eq!(snapshot.users, 4);
+    assert_eq!(snapshot.rooms_total, 7);
     let names: Vec<_> = snapshot.rooms.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["alpha", "zeta"]);
+    assert_eq!(names, ["alpha", "zeta"], "busiest first");
     assert!(snapshot.rooms[0].available);
     assert!(!snapshot.rooms[1].available && snapshot.rooms[1].locked);
-    assert!(parse_snapshot(&reply[..3]).is_err());
+    assert!(parse_snapshot(&reply[..4]).is_err());
+    assert!(parse_snapshot(&reply[..1]).is_err());
 }
 
 /// `room_key` in `lua/common.lua` builds the same names as `keys.rs`.
@@ -139,7 +143,7 @@ fn snapshot_sorts_rooms_and_derives_available() {
 async fn lua_room_keys_match_keys_rs() {
     let f = fixture().await;
     let probe = Script::new(&format!(
-        "{COMMON}return {{room_key('room', ARGV[3]), room_key('members', ARGV[3]), room_key('history', ARGV[3]), node_users_key(ARGV[4])}}"
+        "{COMMON}return {{room_key('room', ARGV[3]), room_key('members', ARGV[3]), room_key('history', ARGV[3]), node_users_key(ARGV[4]), empty_rooms_key(), room_key('owned', ARGV[4]), room_of_members_key(room_key('members', ARGV[3]))}}"
     ));
     let mut call = probe.prepare_invoke();
     call.arg(f.keys.base())
@@ -153,7 +157,10 @@ async fn lua_room_keys_match_keys_rs() {
             f.keys.room("lobby"),
             f.keys.members("lobby"),
             f.keys.history("lobby"),
-            f.keys.node_users("n1")
+            f.keys.node_users("n1"),
+            f.keys.empty_rooms(),
+            f.keys.owned("n1"),
+            "lobby".to_string(),
         ]
     );
 }
@@ -259,6 +266,7 @@ async fn join_checks_in_order_and_moves() {
         create: false,
         owner: "eve",
         max_rooms: 2,
+        max_owned_rooms: None,
         previous_room: None,
     };
     assert_eq!(
@@ -374,7 +382,7 @@ async fn seq_is_gapless_refuses_closed_rooms_and_restarts_after_delete() {
     assert!(!change_room(&f.r, &f.keys, "r1", &RoomChange::Delete)
         .await
         .unwrap());
-    let snap = snapshot(&f.r, &f.keys).await.unwrap();
+    let snap = snapshot(&f.r, &f.keys, 100).await.unwrap();
     assert_eq!(
         snap.rooms
             .iter()
@@ -414,14 +422,15 @@ async fn snapshot_counts_and_prunes_half_deleted_rooms() {
     // A delete cut off after its first step.
     let mut conn = f.conn();
     let _: () = conn.sadd(f.keys.rooms(), "ghost").await.unwrap();
-    let snap = snapshot(&f.r, &f.keys).await.unwrap();
+    let snap = snapshot(&f.r, &f.keys, 100).await.unwrap();
     assert_eq!(snap.users, 3);
     let rows: Vec<_> = snap
         .rooms
         .iter()
         .map(|r| (r.name.as_str(), r.users, r.locked, r.available))
         .collect();
-    assert_eq!(rows, [("general", 1, false, true), ("r1", 2, true, false)]);
+    assert_eq!(rows, [("r1", 2, true, false), ("general", 1, false, true)]);
+    assert_eq!(snap.rooms_total, 2, "the ghost is not counted");
     let listed: bool = conn.sismember(f.keys.rooms(), "ghost").await.unwrap();
     assert!(!listed);
 }
@@ -466,7 +475,7 @@ async fn reap_removes_a_dead_nodes_users_in_batches_and_spares_the_living() {
         }
     }
     assert_eq!(lefts, 5, "one left per membership");
-    let snap = snapshot(&f.r, &f.keys).await.unwrap();
+    let snap = snapshot(&f.r, &f.keys, 100).await.unwrap();
     assert_eq!(snap.users, 0);
     assert!(dead_nodes(&f.r, &f.keys, 1, 16).await.unwrap().is_empty());
 }

@@ -1,7 +1,9 @@
 -- Changes a room's settings. One room, one slot.
 -- KEYS: the room's settings, seq, bans, members, history.
 -- ARGV: change (lock|unlock|close|open|delete), password hash.
--- Returns 1 when applied, 0 when the room does not exist.
+-- Returns 1 when applied, 0 when the room does not exist; a delete returns
+-- `{1, owner id}` ('' without owner) so that `forget_room.lua` frees the
+-- owner's slot.
 --
 -- Delete drops the room's settings (with its `epoch`), `seq`, bans, member
 -- list and history: the
@@ -23,7 +25,9 @@ elseif change == 'close' then
 elseif change == 'open' then
   redis.call('HSET', rkey, 'closed', '0')
 elseif change == 'delete' then
+  local owner = redis.call('HGET', rkey, 'owner') or ''
   redis.call('DEL', rkey, skey, bkey, mkey, hkey)
+  return {1, owner}
 else
   return redis.error_reply('unknown room change ' .. change)
 end

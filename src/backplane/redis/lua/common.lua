@@ -20,6 +20,22 @@ local function alive(nodes, node, now, ttl)
   local hb = redis.call('ZSCORE', nodes, node)
   return hb and tonumber(hb) >= now - ttl
 end
+-- `prefix:{global}:empty_rooms` (`Keys::empty_rooms`): rooms scored by
+-- the time (ms) their last member left, for `limits.empty_room_ttl_secs`;
+-- cleared by joins (join.lua), read by expire_rooms.lua.
+local function empty_rooms_key()
+  return B .. '{global}:empty_rooms'
+end
+-- Called after a member was removed from `room`: notes when it emptied.
+local function note_if_empty(room)
+  if room and room ~= '' and redis.call('HLEN', room_key('members', room)) == 0 then
+    redis.call('ZADD', empty_rooms_key(), now_ms(), room)
+  end
+end
+-- The room of a `prefix:members:{room}` key (the formula of `room_key`).
+local function room_of_members_key(mkey)
+  return string.sub(mkey, #B + #'members:{' + 1, -2)
+end
 -- Removes `user` from `room`'s members. Returns `{room, display name,
 -- members before the removal}` (what a `left` notice needs) when it was a
 -- member, else nil.
@@ -34,6 +50,7 @@ local function leave_room(room, user)
   end
   local before = redis.call('HLEN', mkey)
   redis.call('HDEL', mkey, user)
+  note_if_empty(room)
   return {room, display, before}
 end
 -- Appends a presence notice (code, room, display name, members counted

@@ -1,9 +1,17 @@
 -- Checks ban, closed and lock and moves a user into a room, atomically.
 -- KEYS: the room's settings, seq, bans, members; rooms; this node's user
--- list; names; the previous room's members (absent without one).
+-- list; names; the owner's set of owned rooms; the rooms by the time they
+-- emptied (`Keys::empty_rooms`); the previous room's members (absent
+-- without one).
 -- ARGV: user, display, password given, password hash, create, max rooms,
 -- room, node, owner id (stored verbatim as a new room's owner, see
--- `chat::ownership`).
+-- `chat::ownership`), most rooms the owner may own (-1: no limit), the
+-- previous room's name.
+-- The joined room leaves the empty rooms; the previous one, if the user
+-- was its last member, enters them (`limits.empty_room_ttl_secs`).
+-- A created room is added to the owner's set, checked against that limit
+-- in the same step (`too_many_owned`); deleting the room frees it
+-- (`forget_room.lua`).
 -- Returns `{outcome}` or `{'joined', created, members, previous_members,
 -- seq}`: previous_members is -1 when the user was not a member of the
 -- previous room (its `left` was announced by whoever took it out), seq the
@@ -19,10 +27,12 @@
 -- `no_such_room`), banned, closed, locked.
 -- Single-Redis only (the room, the previous room and the global user list
 -- in one step), to be split for Redis Cluster (issue 12).
-local rkey, skey, bkey, mkey, rooms, ukey, names, prev = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local rkey, skey, bkey, mkey, rooms, ukey, names, owned, prev = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[10]
+local empty_rooms = KEYS[9]
 local user, display, pw_given, pw, create = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local max_rooms = tonumber(ARGV[6])
 local room, node, owner = ARGV[7], ARGV[8], ARGV[9]
+local max_owned, prev_room = tonumber(ARGV[10]), ARGV[11]
 local holder = redis.call('HGET', names, user)
 if holder and holder ~= node then
   return {'name_lost'}
@@ -35,6 +45,10 @@ if redis.call('EXISTS', rkey) == 0 then
   if redis.call('SCARD', rooms) >= max_rooms then
     return {'too_many_rooms'}
   end
+  if max_owned >= 0 and redis.call('SCARD', owned) >= max_owned then
+    return {'too_many_owned'}
+  end
+  redis.call('SADD', owned, room)
   redis.call('HSET', rkey, 'owner', owner, 'locked', '0', 'pw', '', 'closed', '0')
   redis.call('DEL', skey, bkey)
   redis.call('SADD', rooms, room)
@@ -54,7 +68,12 @@ end
 local prev_members = -1
 if prev and redis.call('HDEL', prev, user) == 1 then
   prev_members = redis.call('HLEN', prev)
+  if prev_members == 0 then
+    local t = redis.call('TIME')
+    redis.call('ZADD', empty_rooms, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), prev_room)
+  end
 end
+redis.call('ZREM', empty_rooms, room)
 if not holder then
   redis.call('HSET', names, user, node)
 end

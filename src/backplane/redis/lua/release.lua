@@ -20,12 +20,15 @@ if (not holder) or holder == node then
   local recorded = redis.call('HGET', ukey, user)
   if recorded and recorded ~= '' then
     local rkey = room_key('members', recorded)
-    if rkey ~= mkey then
-      redis.call('HDEL', rkey, user)
+    if rkey ~= mkey and redis.call('HDEL', rkey, user) == 1 then
+      note_if_empty(recorded)
     end
   end
   if mkey then
     removed = redis.call('HDEL', mkey, user)
+    if removed == 1 then
+      note_if_empty(room_of_members_key(mkey))
+    end
   end
 end
 redis.call('HDEL', ukey, user)

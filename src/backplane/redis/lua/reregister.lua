@@ -54,8 +54,9 @@ for i = 8, #ARGV, 3 do
       end
     end
     local recorded = redis.call('HGET', ukey, user)
-    if recorded and recorded ~= '' and recorded ~= room then
-      redis.call('HDEL', room_key('members', recorded), user)
+    if recorded and recorded ~= '' and recorded ~= room
+        and redis.call('HDEL', room_key('members', recorded), user) == 1 then
+      note_if_empty(recorded)
     end
     if room ~= '' then
       local mkey = room_key('members', room)
