@@ -233,7 +233,6 @@ pub struct AdminConfig {
     pub shutdown_key: String,
 }
 
-
 impl std::fmt::Debug for AdminConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminConfig")
