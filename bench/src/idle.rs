@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
 use tokio::sync::{watch, Semaphore};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::conn::{self, SourceIps, Target};
-use crate::proto;
 use crate::procfs::{self, Watched};
+use crate::proto;
 use crate::stats::{self, fmt_n};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -148,7 +148,11 @@ pub async fn worker(a: IdleWorkerArgs) -> Result<()> {
                 let mut send = send_rx.clone();
                 let frames = frames.clone();
                 // The first member of each room sends; everyone reads.
-                let messages = if rooms > 0 && i < rooms { a.messages } else { 0 };
+                let messages = if rooms > 0 && i < rooms {
+                    a.messages
+                } else {
+                    0
+                };
                 let run_id = a.run_id.clone();
                 // Keep reading so the server's pings are answered.
                 holders.push(tokio::spawn(async move {
@@ -366,9 +370,12 @@ pub async fn run(a: IdleArgs) -> Result<()> {
     );
     let _ = writeln!(
         md,
-        "| node | connections | RSS before | RSS after | RSS per connection | node CPU s during logins |"
+        "| node | connections | RSS before | RSS after | RSS per connection | per logged-in connection | node CPU s during logins |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+    // Failed logins hold no memory: also divide by the node's share of the
+    // logged-in connections (exact with one node).
+    let logged_in_share = ok as f64 / a.connections.max(1) as f64;
     for (n, w) in watched.iter().enumerate() {
         let conns = (0..a.connections)
             .filter(|i| i % targets.len() == n)
@@ -376,13 +383,14 @@ pub async fn run(a: IdleArgs) -> Result<()> {
         let per = (rss1[n] as f64 - rss0[n] as f64) / conns.max(1) as f64;
         let _ = writeln!(
             md,
-            "| {} | {} | {:.1} MiB | {:.1} MiB | {:.2} KB ({:.2} KiB) | {:.2} |",
+            "| {} | {} | {:.1} MiB | {:.1} MiB | {:.2} KB ({:.2} KiB) | {:.2} KB | {:.2} |",
             w.label,
             fmt_n(conns as f64),
             rss0[n] as f64 / 1048576.0,
             rss1[n] as f64 / 1048576.0,
             per / 1000.0,
             per / 1024.0,
+            per / logged_in_share.max(1e-9) / 1000.0,
             cpu1.per_proc[n] - cpu0.per_proc[n]
         );
     }
@@ -411,7 +419,8 @@ pub async fn run(a: IdleArgs) -> Result<()> {
         let j = serde_json::json!({
             "bench": "idle", "label": a.label, "node": w.label, "connections": conns,
             "logged_in": ok, "failed": failed, "rss_before": rss0[n], "rss_after": rss1[n],
-            "bytes_per_connection": per, "rooms": a.rooms, "messages": a.messages,
+            "bytes_per_connection": per,
+            "bytes_per_logged_in": per / logged_in_share.max(1e-9), "rooms": a.rooms, "messages": a.messages,
             "frames_received": frames_received,
         });
         stats::append_report(a.summary.as_deref(), &format!("{j}\n"))?;
