@@ -2,7 +2,8 @@
 # redis-server and two SwiftChat nodes on free loopback ports, stopped on exit.
 # Expects the release binaries to be built and the SWIFTCHAT_* environment set.
 
-SERVER=target/release/swiftchat
+# SERVER=path / BENCH=path run other builds (e.g. a before/after comparison).
+SERVER=${SERVER:-target/release/swiftchat}
 # Scheduling priority of everything benchmarked (redis, nodes, generator).
 # On a machine shared with other work (builds, tests), a negative nice value
 # keeps that work from stealing the cores mid-run; "other CPU" in the tables
@@ -12,7 +13,7 @@ PRIO=()
 if [[ "$PRIORITY" != 0 ]] && nice -n "$PRIORITY" true 2>/dev/null; then
     PRIO=(nice -n "$PRIORITY")
 fi
-BENCH=target/release/swiftchat-bench
+BENCH=${BENCH:-target/release/swiftchat-bench}
 
 WORK=$(mktemp -d /tmp/swiftchat-bench.XXXXXX)
 REDIS_PID=""
@@ -88,6 +89,19 @@ start_nodes() {
         curl -sf "http://127.0.0.1:${NODE_PORTS[$n]}/readyz" >/dev/null ||
             { echo "node $((n + 1)) not ready; see $WORK/node$((n + 1)).log" >&2; exit 1; }
     done
+}
+
+# One node without Redis (in-memory state), on node 1's port.
+start_standalone_node() {
+    "${PRIO[@]}" "$SERVER" serve --bind "127.0.0.1:${NODE_PORTS[0]}" \
+        >>"$WORK/standalone.log" 2>&1 &
+    NODE_PIDS+=($!)
+    for _ in $(seq 1 100); do
+        curl -sf "http://127.0.0.1:${NODE_PORTS[0]}/readyz" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    curl -sf "http://127.0.0.1:${NODE_PORTS[0]}/readyz" >/dev/null ||
+        { echo "standalone node not ready; see $WORK/standalone.log" >&2; exit 1; }
 }
 
 URL1="ws://127.0.0.1:${NODE_PORTS[0]}/ws"

@@ -6,15 +6,19 @@
 #   1. fanout at 114k deliveries/s (1000 connections, 10 rooms, 50 senders): p99
 #   2. fanout --search: the highest rate with p99 <= 50 ms and zero loss
 #   3. idle: 19,000 logged-in connections on node 1, RSS per connection
-#   4. connect: 10,000 logins on node 1, logins/s and handshake latency
+#   4. idle-rooms: 10,000 connections logged into 100 rooms of 100 members
+#      (joined notices and a few messages reach everyone), then held quiet
+#      20 s: RSS per connection, on a standalone node and on node 1 with Redis
+#   5. connect: 10,000 logins on node 1, logins/s and handshake latency
 # then prints the tables and writes them to bench/results/latest.md.
 # Everything it starts is stopped on exit. Defaults finish in about 3 minutes
 # (plus the release build).
 #
-# Knobs (environment): ONLY="fanout search idle connect", FANOUT_SECS=10,
+# Knobs (environment): ONLY="fanout search idle idle-rooms connect", FANOUT_SECS=10,
 # FANOUT_REPEAT=3 (runs at 114k; the summary takes the least disturbed one),
 # SEARCH_SECS=5, SEARCH_STEPS=8, SEARCH_START=2000 (msg/s; x100 members =
-# deliveries/s), IDLE_CONNS=19000, CONNECT_COUNT=10000, CONNECT_CONCURRENCY=64,
+# deliveries/s), IDLE_CONNS=19000, IDLE_ROOMS_CONNS=10000, IDLE_ROOMS=100,
+# IDLE_ROOM_MESSAGES=3, IDLE_HOLD=20, CONNECT_COUNT=10000, CONNECT_CONCURRENCY=64,
 # OUT=bench/results/latest.md, NO_BUILD=1, QUIET_WAIT=8 (seconds each fanout
 # run and the connect run wait, at most, for other processes on the machine to
 # go below 0.1 core; the tables show what else ran as "other CPU"),
@@ -22,13 +26,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ONLY=${ONLY:-"fanout search idle connect"}
+ONLY=${ONLY:-"fanout search idle idle-rooms connect"}
 FANOUT_SECS=${FANOUT_SECS:-10}
 FANOUT_REPEAT=${FANOUT_REPEAT:-3}
 SEARCH_SECS=${SEARCH_SECS:-5}
 SEARCH_STEPS=${SEARCH_STEPS:-8}
 SEARCH_START=${SEARCH_START:-2000}
 IDLE_CONNS=${IDLE_CONNS:-19000}
+IDLE_ROOMS_CONNS=${IDLE_ROOMS_CONNS:-10000}
+IDLE_ROOMS=${IDLE_ROOMS:-100}
+IDLE_ROOM_MESSAGES=${IDLE_ROOM_MESSAGES:-3}
+IDLE_HOLD=${IDLE_HOLD:-20}
 CONNECT_COUNT=${CONNECT_COUNT:-10000}
 CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-64}
 OUT=${OUT:-bench/results/latest.md}
@@ -93,6 +101,21 @@ if [[ " $ONLY " == *" idle "* ]]; then
     stop_nodes
 fi
 
+if [[ " $ONLY " == *" idle-rooms "* ]]; then
+    # Connections that received traffic (joined notices, a few messages),
+    # then went quiet: standalone (no Redis), then node 1 of the Redis pair.
+    start_standalone_node
+    bench "$BENCH" idle --urls "$URL1" --connections "$IDLE_ROOMS_CONNS" --per-process 10000 \
+        --rooms "$IDLE_ROOMS" --messages "$IDLE_ROOM_MESSAGES" --settle "$IDLE_HOLD" \
+        --pids "standalone=${NODE_PIDS[0]}" --label "idle-rooms-standalone"
+    stop_nodes
+    start_nodes
+    bench "$BENCH" idle --urls "$URL1" --connections "$IDLE_ROOMS_CONNS" --per-process 10000 \
+        --rooms "$IDLE_ROOMS" --messages "$IDLE_ROOM_MESSAGES" --settle "$IDLE_HOLD" \
+        --pids "node1=${NODE_PIDS[0]}" --label "idle-rooms-redis"
+    stop_nodes
+fi
+
 if [[ " $ONLY " == *" connect "* ]]; then
     start_nodes
     bench "$BENCH" connect --urls "$URL1" --count "$CONNECT_COUNT" \
@@ -108,7 +131,7 @@ mkdir -p "$(dirname "$OUT")"
     echo
     echo "- when: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
     echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); load average before ${LOAD_BEFORE}, after ${LOAD_AFTER}"
-    echo "- command: \`$(env | grep -E '^(ONLY|FANOUT_SECS|FANOUT_REPEAT|SEARCH_SECS|SEARCH_STEPS|SEARCH_START|IDLE_CONNS|CONNECT_COUNT|CONNECT_CONCURRENCY|QUIET_WAIT|PRIORITY)=' | tr '\n' ' ')bench/run.sh\`"
+    echo "- command: \`$(env | grep -E '^(ONLY|FANOUT_SECS|FANOUT_REPEAT|SEARCH_SECS|SEARCH_STEPS|SEARCH_START|IDLE_CONNS|IDLE_ROOMS_CONNS|IDLE_ROOMS|IDLE_ROOM_MESSAGES|IDLE_HOLD|CONNECT_COUNT|CONNECT_CONCURRENCY|QUIET_WAIT|PRIORITY)=' | tr '\n' ' ')bench/run.sh\`"
     echo "- cluster: 2 nodes (\`swiftchat serve\`, release build, default config except SWIFTCHAT_LIMITS__MESSAGES_PER_SECOND/MESSAGE_BURST=1000000) + 1 redis-server $(redis-server --version | grep -o 'v=[0-9.]*'), generator on the same 2 cores"
     echo "- priority: redis, nodes and generator ran at nice ${PRIORITY} (0 = unchanged)"
     echo "- \"other CPU\" is CPU used on the machine by anything but the nodes, redis and the generator during the run; if it is large, the run shared the cores."

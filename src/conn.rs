@@ -160,7 +160,13 @@ impl ConnHandle {
 
     /// Takes the oldest control event.
     pub fn next_control(&self) -> Option<Control> {
-        self.queues().controls.pop_front()
+        let mut queues = self.queues();
+        let control = queues.controls.pop_front();
+        if queues.controls.is_empty() && queues.controls.capacity() > 0 {
+            // Drained: an idle connection keeps no queue capacity.
+            queues.controls = VecDeque::new();
+        }
+        control
     }
 
     fn slow_consumer(&self) {
@@ -221,6 +227,7 @@ mod tests {
         assert_eq!(conn.close_reason().map(|r| r.0), Some(close::SLOW_CONSUMER));
         assert_eq!(conn.next_control(), Some(evict()));
         assert_eq!(conn.next_control(), None);
+        assert_eq!(conn.queues().controls.capacity(), 0, "drained: freed");
     }
 
     #[test]

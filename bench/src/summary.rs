@@ -87,6 +87,24 @@ pub fn run(a: SummaryArgs) -> Result<()> {
                     yes(p99 <= 2000.0 && lost == 0.0)
                 ));
             }
+            Some("idle") if f(&v, "rooms") > 0.0 => {
+                // Issue 13: connections that received traffic, then went quiet.
+                let per = f(&v, "bytes_per_logged_in");
+                let conns = f(&v, "connections");
+                let failed = f(&v, "failed");
+                let frames = f(&v, "frames_received") / f(&v, "logged_in").max(1.0);
+                rows.push(format!(
+                    "| {label} | RSS per idle logged-in connection after traffic ({} rooms, {:.1} frames received each), {} on {} | <= 6 KB | {:.2} KB per logged-in connection ({} connections, {} failed) | {} |",
+                    f(&v, "rooms"),
+                    frames,
+                    fmt_n(conns),
+                    v["node"].as_str().unwrap_or("?"),
+                    per / 1000.0,
+                    fmt_n(conns),
+                    failed,
+                    yes(per <= 6000.0 && failed == 0.0)
+                ));
+            }
             Some("idle") => {
                 let per = f(&v, "bytes_per_connection");
                 let conns = f(&v, "connections");

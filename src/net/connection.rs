@@ -9,7 +9,9 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -368,4 +370,183 @@ where
         }
     }
     sink.flush().await
+}
+
+/// The socket under a WebSocket: collects what tungstenite writes and sends
+/// it on flush (or once `coalesce_bytes` are waiting), then gives the
+/// buffer's memory back as soon as it is empty.
+///
+/// Why: tungstenite's own write buffer keeps the capacity of the largest
+/// batch it ever held (a `Vec` it drains but never shrinks), so every
+/// connection that once received a burst kept several KiB while idle. With
+/// tungstenite's `write_buffer_size` at 0 each frame passes straight through
+/// to this buffer (tungstenite then keeps only the largest single frame's
+/// capacity), and this one is freed whenever a flush empties it. A burst
+/// still costs one socket write per flush; an idle connection holds no
+/// write buffer. The cost is one copy of each outgoing frame and one
+/// allocation per burst.
+///
+/// Bounded: once `max_bytes` are waiting and the socket takes no more,
+/// writes wait (the writer stops, its queue fills, and the connection is
+/// closed as a slow consumer, as with tungstenite's own buffer).
+pub(crate) struct ReleasingWriter<S> {
+    inner: S,
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written to `inner`.
+    written: usize,
+    coalesce_bytes: usize,
+    max_bytes: usize,
+}
+
+impl<S> ReleasingWriter<S> {
+    pub(crate) fn new(inner: S, config: &crate::config::WebSocketConfig) -> Self {
+        Self {
+            inner,
+            buf: Vec::new(),
+            written: 0,
+            coalesce_bytes: config.write_buffer_bytes,
+            max_bytes: config.max_write_buffer_bytes,
+        }
+    }
+
+    fn waiting(&self) -> usize {
+        self.buf.len() - self.written
+    }
+
+    /// Capacity of the buffer (for tests: 0 once a flush emptied it).
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+impl<S: AsyncWrite + Unpin> ReleasingWriter<S> {
+    /// Writes everything waiting; frees the buffer once it is empty.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.written < self.buf.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        // Empty: give the memory back (an idle connection keeps nothing).
+        self.buf = Vec::new();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ReleasingWriter<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ReleasingWriter<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.waiting() > 0 && this.waiting() + data.len() > this.max_bytes {
+            // Full: wait until the socket took what is waiting.
+            ready!(this.poll_drain(cx))?;
+        }
+        if this.written > 0 {
+            this.buf.drain(..this.written);
+            this.written = 0;
+        }
+        this.buf.extend_from_slice(data);
+        if this.waiting() > this.coalesce_bytes {
+            // Enough for a full write: send what the socket takes now.
+            if let Poll::Ready(Err(error)) = this.poll_drain(cx) {
+                return Poll::Ready(Err(error));
+            }
+        }
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn config(coalesce: usize, max: usize) -> crate::config::WebSocketConfig {
+        crate::config::WebSocketConfig {
+            write_buffer_bytes: coalesce,
+            max_write_buffer_bytes: max,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_are_held_until_flush_then_the_buffer_is_freed() {
+        let (a, mut b) = tokio::io::duplex(1 << 16);
+        let mut w = ReleasingWriter::new(a, &config(4096, 65536));
+        w.write_all(b"hello ").await.unwrap();
+        w.write_all(b"world").await.unwrap();
+        let mut got = [0u8; 11];
+        // Nothing reached the socket before the flush.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), b.read_exact(&mut got))
+                .await
+                .is_err()
+        );
+        assert!(w.capacity() >= 11);
+        w.flush().await.unwrap();
+        assert_eq!(w.capacity(), 0, "an emptied buffer is given back");
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello world");
+    }
+
+    #[tokio::test]
+    async fn a_blocked_socket_bounds_the_buffer_and_loses_nothing() {
+        // The socket takes 16 bytes; the writer may hold 64 more.
+        let (a, mut b) = tokio::io::duplex(16);
+        let mut w = ReleasingWriter::new(a, &config(8, 64));
+        let chunk = [7u8; 10];
+        let mut accepted = 0;
+        for _ in 0..20 {
+            match tokio::time::timeout(Duration::from_millis(50), w.write_all(&chunk)).await {
+                Ok(r) => {
+                    r.unwrap();
+                    accepted += chunk.len();
+                }
+                Err(_) => break,
+            }
+        }
+        assert!(accepted < 200, "writes wait once the buffer is full");
+        assert!(w.waiting() <= 64 + chunk.len());
+        // Reading frees the socket: the flush then completes, all in order.
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            b.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        w.flush().await.unwrap();
+        assert_eq!(w.capacity(), 0);
+        w.shutdown().await.unwrap();
+        drop(w);
+        let all = reader.await.unwrap();
+        assert!(all.len() >= accepted && all.iter().all(|&x| x == 7));
+    }
 }

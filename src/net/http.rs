@@ -144,7 +144,10 @@ async fn upgrade(State(state): State<AppState>, mut request: Request) -> Respons
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
+                    crate::net::connection::ReleasingWriter::new(
+                        TokioIo::new(upgraded),
+                        &chat.config.websocket,
+                    ),
                     Role::Server,
                     Some(ws_config),
                 )
@@ -163,7 +166,9 @@ fn websocket_config(config: &crate::config::Config) -> WebSocketConfig {
     let max = config.limits.max_frame_bytes;
     WebSocketConfig::default()
         .read_buffer_size(ws.read_buffer_bytes)
-        .write_buffer_size(ws.write_buffer_bytes)
+        // Frames pass straight to ReleasingWriter, which coalesces up to
+        // write_buffer_bytes and frees its buffer when a flush empties it.
+        .write_buffer_size(0)
         .max_write_buffer_size(ws.max_write_buffer_bytes)
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
