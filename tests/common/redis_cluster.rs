@@ -18,14 +18,7 @@ pub const NODE_TIMEOUT_MS: u64 = 1000;
 
 /// Path of `redis-cli`, or a panic telling how to install it.
 pub fn redis_cli_path() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join("redis-cli");
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("redis-cli not found on PATH: install it with `apt-get install -y redis-tools`");
+    super::redis_server::program_on_path("redis-cli", "redis-tools")
 }
 
 /// One cluster member process.

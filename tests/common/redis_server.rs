@@ -19,14 +19,20 @@ pub struct RedisServer {
 
 /// Path of `redis-server`, or a panic telling how to install it.
 pub fn redis_server_path() -> PathBuf {
+    program_on_path("redis-server", "redis-server")
+}
+
+/// Path of `program` on PATH, or a panic naming the Debian `package` to
+/// install.
+pub fn program_on_path(program: &str, package: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&path) {
-        let candidate = dir.join("redis-server");
+        let candidate = dir.join(program);
         if candidate.is_file() {
             return candidate;
         }
     }
-    panic!("redis-server not found on PATH: install it with `apt-get install -y redis-server`");
+    panic!("{program} not found on PATH: install it with `apt-get install -y {package}`");
 }
 
 /// A free loopback port (for the cluster harness).
