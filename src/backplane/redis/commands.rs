@@ -28,12 +28,13 @@ impl Commands {
     }
 
     /// Sends one call (unbounded here: the caller bounds it).
-    pub(super) async fn send<T: FromRedisValue>(&self, call: &Call<'_>) -> Result<T, BackplaneError> {
+    pub(super) async fn send<T: FromRedisValue>(
+        &self,
+        call: &Call<'_>,
+    ) -> Result<T, BackplaneError> {
         match self {
             Commands::Single(pool) => {
-                let mut conn = pool::shared_connection(pool)
-                    .await
-                    .map_err(classify_pool)?;
+                let mut conn = pool::shared_connection(pool).await.map_err(classify_pool)?;
                 call.send(&mut conn).await.map_err(|e: RedisError| {
                     pool::forget_connections(pool, &e);
                     classify(&e)

@@ -477,12 +477,12 @@ impl Inner {
     async fn run<T: FromRedisValue>(&self, op: &'static str, call: Call<'_>) -> BackplaneResult<T> {
         let started = Instant::now();
         let result = tokio::time::timeout(self.settings.command_timeout, self.commands.send(&call))
-        .await
-        .unwrap_or_else(|_| {
-            Err(BackplaneError::Unavailable(
-                "redis did not answer in time".into(),
-            ))
-        });
+            .await
+            .unwrap_or_else(|_| {
+                Err(BackplaneError::Unavailable(
+                    "redis did not answer in time".into(),
+                ))
+            });
         telemetry::command(op, started.elapsed());
         if let Err(e) = &result {
             telemetry::error(op, kind_label(e));
@@ -678,8 +678,14 @@ impl Backplane for RedisBackplane {
     async fn join_room(&self, request: JoinRequest<'_>) -> BackplaneResult<JoinOutcome> {
         let inner = &self.inner;
         let floor = inner.subscriber.seq_floor(request.room);
-        let (outcome, epoch) =
-            scripts::join(&**inner, &inner.keys, &inner.node_id, &request, &new_epoch()).await?;
+        let (outcome, epoch) = scripts::join(
+            &**inner,
+            &inner.keys,
+            &inner.node_id,
+            &request,
+            &new_epoch(),
+        )
+        .await?;
         Ok(match outcome {
             JoinOutcome::Joined {
                 created,

@@ -313,7 +313,9 @@ async fn join_checks_in_order_and_moves() {
         previous_room: None,
     };
     assert_eq!(
-        join_steps(&f.r, &f.keys, "n1", &request("nope")).await.unwrap(),
+        join_steps(&f.r, &f.keys, "n1", &request("nope"))
+            .await
+            .unwrap(),
         JoinOutcome::NoSuchRoom
     );
     let mut create = request("r2");
@@ -328,7 +330,9 @@ async fn join_checks_in_order_and_moves() {
     };
     assert!(change_steps(&f.r, &f.keys, "r1", &lock).await.unwrap());
     assert_eq!(
-        join_steps(&f.r, &f.keys, "n1", &request("r1")).await.unwrap(),
+        join_steps(&f.r, &f.keys, "n1", &request("r1"))
+            .await
+            .unwrap(),
         JoinOutcome::Locked
     );
     let mut with_pw = request("r1");
