@@ -22,6 +22,8 @@ use crate::protocol::{MessageDraft, RoomSummary};
 
 pub struct MemoryBackplane {
     state: Mutex<State>,
+    /// Listed by every snapshot (see [`Backplane::snapshot`]).
+    default_room: String,
     delivery: Arc<dyn Delivery>,
     /// Messages kept per room (0: history off).
     history_max: usize,
@@ -124,6 +126,7 @@ impl MemoryBackplane {
             .insert(default_room.to_string(), Room::default());
         Arc::new(Self {
             state: Mutex::new(state),
+            default_room: default_room.to_string(),
             delivery,
             history_max: history.max_messages,
             history_ttl: (history.ttl_secs > 0).then(|| Duration::from_secs(history.ttl_secs)),
@@ -294,23 +297,25 @@ impl Backplane for MemoryBackplane {
 
     async fn snapshot(&self, limit: usize) -> BackplaneResult<ClusterSnapshot> {
         let state = self.state();
-        let mut rooms: Vec<RoomSummary> = state
-            .rooms
-            .iter()
-            .map(|(name, room)| RoomSummary {
-                name: name.clone(),
-                available: room.password_hash.is_none() && !room.closed,
-                locked: room.password_hash.is_some(),
-                closed: room.closed,
-                users: room.members.len() as u64,
-            })
-            .collect();
+        let summary = |(name, room): (&String, &Room)| RoomSummary {
+            name: name.clone(),
+            available: room.password_hash.is_none() && !room.closed,
+            locked: room.password_hash.is_some(),
+            closed: room.closed,
+            users: room.members.len() as u64,
+        };
+        let mut rooms: Vec<RoomSummary> = state.rooms.iter().map(summary).collect();
         // O(rooms) in memory; only `limit` of them are sorted and kept.
         if rooms.len() > limit && limit > 0 {
             rooms.select_nth_unstable_by(limit - 1, super::busiest_first);
         }
         rooms.truncate(limit);
         rooms.sort_by(super::busiest_first);
+        if !rooms.iter().any(|r| r.name == self.default_room) {
+            if let Some(default) = state.rooms.get_key_value(&self.default_room) {
+                rooms.push(summary(default));
+            }
+        }
         Ok(ClusterSnapshot {
             rooms,
             rooms_total: state.rooms.len() as u64,

@@ -362,8 +362,10 @@ pub trait Backplane: Send + Sync + 'static {
     async fn is_member(&self, room: &str, user_key: &str) -> BackplaneResult<bool>;
 
     /// The `limit` rooms with the most users (ties by name, see
-    /// [`busiest_first`]) with their counts, the number of rooms and the
-    /// total of logged-in users.
+    /// [`busiest_first`]) with their counts, then the default room when it
+    /// is not among them (every CACHE_UPDATE lists it: reading it apart
+    /// would cost round trips per login), the number of rooms and the total
+    /// of logged-in users.
     async fn snapshot(&self, limit: usize) -> BackplaneResult<ClusterSnapshot>;
 
     /// Deletes, as [`RoomChange::Delete`] does, at most `limit` rooms other

@@ -162,7 +162,9 @@ async fn cluster(State(state): State<AppState>, headers: HeaderMap) -> Response 
         Err(e) => return unavailable(e),
     };
     let room_count = snapshot.rooms_total;
-    let busiest = snapshot.rooms;
+    let mut busiest = snapshot.rooms;
+    // The snapshot may add the default room beyond the limit.
+    busiest.truncate(chat.config.limits.max_listed_rooms);
     let names: Vec<String> = busiest.iter().map(|r| r.name.clone()).collect();
     let owners: Vec<Option<String>> = futures_util::stream::iter(names)
         .map(|name| {

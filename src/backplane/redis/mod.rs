@@ -829,14 +829,17 @@ impl Backplane for RedisBackplane {
                     .as_deref()
                     .cloned()
                     .map(|mut snapshot| {
-                        snapshot.rooms.truncate(limit);
+                        // Same limit: keep the default room listed beyond it.
+                        if *shared_limit > limit {
+                            snapshot.rooms.truncate(limit);
+                        }
                         snapshot
                     })
                     .map_err(Clone::clone);
             }
         }
         let number = inner.snapshots.started.fetch_add(1, Ordering::AcqRel) + 1;
-        let result = scripts::snapshot(&**inner, &inner.keys, limit)
+        let result = scripts::snapshot(&**inner, &inner.keys, limit, &inner.settings.default_room)
             .await
             .map(Arc::new);
         let snapshot = result.as_deref().cloned().map_err(Clone::clone);

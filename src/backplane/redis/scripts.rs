@@ -419,9 +419,13 @@ pub(super) async fn snapshot(
     r: &impl Eval,
     keys: &Keys,
     limit: usize,
+    default_room: &str,
 ) -> BackplaneResult<ClusterSnapshot> {
     let mut call = common_call(&SCRIPTS.snapshot, keys);
-    call.key(keys.names()).key(keys.rooms()).arg(limit);
+    call.key(keys.names())
+        .key(keys.rooms())
+        .arg(limit)
+        .arg(default_room);
     let reply: Vec<Value> = r.eval("snapshot", call).await?;
     parse_snapshot(&reply)
 }

@@ -429,7 +429,7 @@ async fn seq_is_gapless_refuses_closed_rooms_and_restarts_after_delete() {
     assert!(!change_steps(&f.r, &f.keys, "r1", &RoomChange::Delete)
         .await
         .unwrap());
-    let snap = snapshot(&f.r, &f.keys, 100).await.unwrap();
+    let snap = snapshot(&f.r, &f.keys, 100, "general").await.unwrap();
     assert_eq!(
         snap.rooms
             .iter()
@@ -469,7 +469,7 @@ async fn snapshot_counts_and_prunes_half_deleted_rooms() {
     // A delete cut off after its first step.
     let mut conn = f.conn();
     let _: () = conn.sadd(f.keys.rooms(), "ghost").await.unwrap();
-    let snap = snapshot(&f.r, &f.keys, 100).await.unwrap();
+    let snap = snapshot(&f.r, &f.keys, 100, "general").await.unwrap();
     assert_eq!(snap.users, 3);
     let rows: Vec<_> = snap
         .rooms
@@ -522,7 +522,7 @@ async fn reap_removes_a_dead_nodes_users_in_batches_and_spares_the_living() {
         }
     }
     assert_eq!(lefts, 5, "one left per membership");
-    let snap = snapshot(&f.r, &f.keys, 100).await.unwrap();
+    let snap = snapshot(&f.r, &f.keys, 100, "general").await.unwrap();
     assert_eq!(snap.users, 0);
     assert!(dead_nodes(&f.r, &f.keys, 1, 16).await.unwrap().is_empty());
 }
