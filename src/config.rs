@@ -89,6 +89,14 @@ pub struct RedisConfig {
     /// Empty: a standalone node with in-memory state.
     #[serde(deserialize_with = "string_or_number")]
     pub url: String,
+    /// `true`: `url` lists seed nodes (comma-separated) of a Redis Cluster
+    /// (7.0+); room channels use sharded pub/sub (SSUBSCRIBE/SPUBLISH) so a
+    /// room's traffic stays on the shard that owns its slot. `false`: one
+    /// Redis (or a primary behind a proxy). Cluster mode spreads message
+    /// load over shards and survives a primary's failover, at the cost of
+    /// one connection per shard per node and a topology refresh after
+    /// failovers and slot migrations (see docs/deployment.md).
+    pub cluster: bool,
     /// PEM file of the CA that signed Redis's certificate, for `rediss://`
     /// URLs; empty: the system's roots (the runtime image carries them).
     /// The URL's host must match the certificate.
@@ -142,6 +150,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: String::new(),
+            cluster: false,
             tls_ca_file: String::new(),
             key_prefix: "swiftchat".into(),
             pool_size: 8,
@@ -535,6 +544,12 @@ impl Config {
             if value == 0 {
                 return bad(key, "must be greater than 0");
             }
+        }
+        if self.redis.cluster && self.redis.url.trim().is_empty() {
+            return bad(
+                "redis.cluster",
+                "needs redis.url: the seed nodes of the Redis Cluster",
+            );
         }
         if let Err(why) = crate::net::edge::parse_cidrs(&self.server.trusted_proxies) {
             return bad("server.trusted_proxies", &why);

@@ -265,19 +265,21 @@ async fn drained_node_stops_and_leaves(backend: Backend) {
                 .await
                 .expect("node stopped cleanly");
         }
-        Backend::Redis => {
-            let redis = RedisServer::start();
+        Backend::Redis | Backend::RedisCluster => {
+            let shared = common::SharedBackplane::start(backend);
             let (id_a, id_b) = (unique("nodea"), unique("nodeb"));
-            let a = TestNode::start_on_redis(&redis, |c| {
-                admin_config(c);
-                c.server.node_id = id_a.clone();
-            })
-            .await;
-            let mut b = TestNode::start_on_redis(&redis, |c| {
-                admin_config(c);
-                c.server.node_id = id_b.clone();
-            })
-            .await;
+            let a = shared
+                .node(|c| {
+                    admin_config(c);
+                    c.server.node_id = id_a.clone();
+                })
+                .await;
+            let mut b = shared
+                .node(|c| {
+                    admin_config(c);
+                    c.server.node_id = id_b.clone();
+                })
+                .await;
             let both = |v: &Value| node_ids(v) == [id_a.clone(), id_b.clone()];
             // Every node answers the same list.
             wait_view(a.addr(), "both nodes on a", both).await;

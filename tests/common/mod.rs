@@ -54,11 +54,15 @@ pub enum Backend {
     Memory,
     /// `redis.url` pointing at a fresh `redis-server` started for the node.
     Redis,
+    /// `redis.cluster = true` on this process's shared Redis Cluster
+    /// (3 primaries, 3 replicas: [`redis_cluster::shared`]), under a key
+    /// prefix of its own.
+    RedisCluster,
 }
 
 /// Generates, for each `async fn NAME(backend: Backend)` listed, a module
-/// `NAME` with two multi-threaded `#[tokio::test]`s, `memory` and `redis`
-/// (test paths `NAME::memory` and `NAME::redis`), each bounded by
+/// `NAME` with three multi-threaded `#[tokio::test]`s, `memory`, `redis`
+/// and `redis_cluster` (test paths `NAME::memory`, ...), each bounded by
 /// [`TEST_TIMEOUT`].
 ///
 /// Run only one backend with `cargo test --test X -- ::memory` (or
@@ -74,6 +78,10 @@ macro_rules! backend_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redis() {
                 $crate::common::bounded(super::$name($crate::common::Backend::Redis)).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_cluster() {
+                $crate::common::bounded(super::$name($crate::common::Backend::RedisCluster)).await
             }
         }
     )+};
@@ -98,6 +106,51 @@ pub fn base_config() -> Config {
     let mut config = Config::default();
     config.server.bind = "127.0.0.1:0".parse().unwrap();
     config
+}
+
+/// A Redis backplane that several test nodes share: a fresh `redis-server`
+/// ([`Backend::Redis`]) or a key prefix of its own on the shared Redis
+/// Cluster ([`Backend::RedisCluster`]).
+pub struct SharedBackplane {
+    pub redis: Option<RedisServer>,
+    url: String,
+    cluster: bool,
+    prefix: String,
+}
+
+impl SharedBackplane {
+    /// Panics for [`Backend::Memory`], which nodes cannot share.
+    pub fn start(backend: Backend) -> SharedBackplane {
+        match backend {
+            Backend::Memory => panic!("memory nodes share nothing"),
+            Backend::Redis => {
+                let redis = RedisServer::start();
+                SharedBackplane {
+                    url: redis.url(),
+                    redis: Some(redis),
+                    cluster: false,
+                    prefix: "swiftchat".into(),
+                }
+            }
+            Backend::RedisCluster => SharedBackplane {
+                redis: None,
+                url: redis_cluster::shared().to_string(),
+                cluster: true,
+                prefix: unique("t"),
+            },
+        }
+    }
+
+    /// Starts a node on this backplane: base config, the backplane's
+    /// settings, then `f`.
+    pub async fn node(&self, f: impl FnOnce(&mut Config)) -> TestNode {
+        let mut config = base_config();
+        config.redis.url = self.url.clone();
+        config.redis.cluster = self.cluster;
+        config.redis.key_prefix = self.prefix.clone();
+        f(&mut config);
+        TestNode::start_with_config(config).await
+    }
 }
 
 /// A node running in this process, on this test's runtime.
@@ -129,6 +182,12 @@ impl TestNode {
                 let redis = RedisServer::start();
                 config.redis.url = redis.url();
                 Some(redis)
+            }
+            Backend::RedisCluster => {
+                config.redis.url = redis_cluster::shared().to_string();
+                config.redis.cluster = true;
+                config.redis.key_prefix = unique("t");
+                None
             }
         };
         f(&mut config);

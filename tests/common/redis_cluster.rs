@@ -6,9 +6,18 @@
 //!
 //! `cluster-node-timeout` is 1000 ms so a killed primary's replica is
 //! promoted in about 2 s (the failover tests need recovery within 5 s).
+//!
+//! Every node dies with the thread that started it (`PR_SET_PDEATHSIG`), so
+//! no redis-server outlives its test, even one killed by a timeout.
+//! [`shared`] is one cluster per test process for the tests that only chat
+//! on it (the third backend of the protocol suites, each test under its own
+//! key prefix): started once, on a thread that lives as long as the
+//! process.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::redis_server::{free_port_pub as free_port, redis_server_path, Resp};
@@ -19,6 +28,29 @@ pub const NODE_TIMEOUT_MS: u64 = 1000;
 /// Path of `redis-cli`, or a panic telling how to install it.
 pub fn redis_cli_path() -> PathBuf {
     super::redis_server::program_on_path("redis-cli", "redis-tools")
+}
+
+/// The seed list (`redis.url`) of this process's shared cluster, started on
+/// first use. Tests on it must not stop or change it.
+pub fn shared() -> &'static str {
+    static SHARED: OnceLock<String> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("shared-redis-cluster".into())
+            .spawn(move || {
+                let cluster = RedisCluster::start();
+                tx.send(cluster.url()).expect("test waits for the cluster");
+                // The nodes die with this thread: keep it (and them) for
+                // the life of the process.
+                loop {
+                    std::thread::park();
+                }
+            })
+            .expect("thread for the shared cluster");
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("the shared Redis Cluster did not start (see the panic above)")
+    })
 }
 
 /// One cluster member process.
@@ -302,7 +334,8 @@ fn spawn_node(exe: &Path) -> ClusterNode {
             continue;
         }
         let log = std::fs::File::create(dir.path().join("redis.log")).expect("log file");
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args([
                 "--port",
                 &port.to_string(),
@@ -329,8 +362,16 @@ fn spawn_node(exe: &Path) -> ClusterNode {
             .arg(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log))
-            .spawn();
+            .stderr(Stdio::from(log));
+        // SAFETY: prctl is async-signal-safe; nothing else runs between
+        // fork and exec.
+        let child = unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            })
+        }
+        .spawn();
         match child {
             Ok(c) => {
                 return ClusterNode {

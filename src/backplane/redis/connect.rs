@@ -52,7 +52,7 @@ pub(crate) fn parse_url(redis: &RedisConfig) -> Result<ConnectionInfo, Backplane
 }
 
 /// rustls needs one process-wide crypto provider; only ring is compiled in.
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     // Fails only when one is installed already, which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -7,11 +7,16 @@
 //! arguments and reply are built and parsed here, for the wrapper in
 //! `scripts.rs`.
 //!
-//! A room's `epoch` is the `epoch` field of its settings hash: the hash is
-//! created with the room and deleted with it, so a re-created room gets a
-//! new one. It is set on the first read (from a ULID the caller passes, as
-//! scripts cannot make random ids), which is as good as at creation: nobody
-//! can have seen an epoch before it was read.
+//! A room's `epoch` is the `epoch` field of its gate (`keys.rs`): the gate
+//! is created with the room (with the epoch the room's settings got) and
+//! deleted with it, so a re-created room gets a new one. A gate without one
+//! (made by an older version) gets it on the first read, from a ULID the
+//! caller passes (scripts cannot make random ids): as good as at creation,
+//! since nobody can have seen an epoch before it was read.
+//!
+//! Whether the reader is a member is checked before the read, in the
+//! control slot (`is_member`): a user taken out between the check and the
+//! read still gets the page it was entitled to a moment earlier.
 
 use ::redis::Value;
 use bytes::Bytes;
@@ -20,10 +25,9 @@ use super::{int, internal, text};
 use crate::backplane::{page_complete, BackplaneResult, HistoryOutcome, HistoryPage, HistoryQuery};
 
 /// The arguments of `read_history.lua` after its keys.
-pub(super) fn read_args(query: &HistoryQuery<'_>) -> [String; 6] {
+pub(super) fn read_args(query: &HistoryQuery<'_>) -> [String; 5] {
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     [
-        query.member.unwrap_or_default().to_string(),
         opt(query.after),
         opt(query.before),
         query.limit.max(1).to_string(),

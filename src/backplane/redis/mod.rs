@@ -2,8 +2,10 @@
 //! Redis behave as one server.
 //!
 //! - **Commands** go through a deadpool pool (`pool.rs`) of multiplexed
-//!   connections. Every check-and-change that must be atomic across nodes is
-//!   one Lua script (`scripts.rs`); key layout in `keys.rs`.
+//!   connections, or on a Redis Cluster (`redis.cluster`) through the
+//!   redis crate's cluster connection (`commands.rs`, `cluster.rs`). Every
+//!   check-and-change that must be atomic across nodes is one Lua script
+//!   on one slot (`scripts.rs`); key layout in `keys.rs`.
 //! - **Fan-out**: one subscriber connection per node (`subscriber.rs`),
 //!   subscribed to a room's channel exactly while the node has local members
 //!   there or joins in progress: the subscriber counts the references
@@ -28,9 +30,8 @@
 //! trying in the background: an orchestrator restarting nodes in a loop
 //! because Redis is briefly away helps nobody.
 
-/// Public (hidden) only so `tests/redis_cluster_subscriber.rs` can drive it.
-#[doc(hidden)]
-pub mod cluster;
+mod cluster;
+mod commands;
 pub(crate) mod connect;
 mod gap_fill;
 mod health;
@@ -57,8 +58,10 @@ use ::redis::{
 };
 use async_trait::async_trait;
 use bytes::Bytes;
+use commands::Commands;
 use deadpool_redis::{Manager, PoolError, Runtime};
 use pool::{CommandManager, CommandPool};
+use scripts::{PublishCommand, RoomData};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -116,7 +119,9 @@ struct Inner {
     token: String,
     keys: Keys,
     settings: Settings,
-    pool: CommandPool,
+    commands: Commands,
+    /// PUBLISH, or SPUBLISH on a Redis Cluster.
+    publish_command: PublishCommand,
     subscriber: Subscriber,
     health: Arc<Health>,
     delivery: Arc<dyn Delivery>,
@@ -189,13 +194,28 @@ pub async fn connect(
         history_max: config.history.max_messages,
         history_ttl_ms: config.history.ttl_secs.saturating_mul(1000),
     };
-    let info = connection_info(&config.redis)?;
-    let pool = command_pool(&info, config.redis.pool_size, settings.command_timeout)?;
+    let (commands, target) = if config.redis.cluster {
+        let commands = cluster::builder(&config.redis, tcp_settings(), ProtocolVersion::RESP2)?
+            .build()
+            .map_err(|e| BackplaneError::Internal(format!("redis.url: {}", e.category())))?
+            .get_pending_async_connection_with_config(cluster_config(settings.command_timeout));
+        let target = subscriber::Target::Cluster(cluster::builder(
+            &config.redis,
+            tcp_settings(),
+            ProtocolVersion::RESP3,
+        )?);
+        (Commands::Cluster(commands), target)
+    } else {
+        let info = connection_info(&config.redis)?;
+        let pool = command_pool(&info, config.redis.pool_size, settings.command_timeout)?;
+        let client = Client::open(with_protocol(&info, ProtocolVersion::RESP3))
+            .map_err(|e| BackplaneError::Internal(format!("redis.url: {}", e.category())))?;
+        (Commands::Single(pool), subscriber::Target::Single(client))
+    };
     let keys = Keys::new(&config.redis.key_prefix);
     let health = Arc::new(Health::new(settings.probe_interval));
     let (subscriber, stray) = Subscriber::new(
-        Client::open(with_protocol(&info, ProtocolVersion::RESP3))
-            .map_err(|e| BackplaneError::Internal(format!("redis.url: {}", e.category())))?,
+        target,
         keys.clone(),
         node_id,
         Arc::clone(&delivery),
@@ -212,7 +232,8 @@ pub async fn connect(
         token: random_token(),
         keys,
         settings,
-        pool,
+        publish_command: commands.publish_command(),
+        commands,
         subscriber,
         health,
         delivery,
@@ -255,11 +276,24 @@ pub async fn publish_shutdown(config: &Config, reason: Option<String>) -> anyhow
         "redis.url is not set: give --url and --key to shut down through a node's HTTP endpoint"
     );
     let timeout = Duration::from_millis(config.redis.command_timeout_ms);
-    let info = connection_info(&config.redis)?;
-    let client = Client::open(with_protocol(&info, ProtocolVersion::RESP2))?;
     let keys = Keys::new(&config.redis.key_prefix);
     let payload = serde_json::to_string(&ClusterEvent::Shutdown { reason })?;
     let receivers: i64 = tokio::time::timeout(timeout * 2, async {
+        if config.redis.cluster {
+            let client = cluster::builder(&config.redis, tcp_settings(), ProtocolVersion::RESP2)?
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .build()?;
+            let mut conn = client.get_async_connection().await?;
+            return ::redis::cmd("SPUBLISH")
+                .arg(keys.events_channel())
+                .arg(payload)
+                .query_async::<i64>(&mut conn)
+                .await
+                .map_err(anyhow::Error::from);
+        }
+        let info = connection_info(&config.redis)?;
+        let client = Client::open(with_protocol(&info, ProtocolVersion::RESP2))?;
         let mut conn = client
             .get_multiplexed_async_connection_with_config(&connection_config(timeout))
             .await?;
@@ -268,6 +302,7 @@ pub async fn publish_shutdown(config: &Config, reason: Option<String>) -> anyhow
             .arg(payload)
             .query_async::<i64>(&mut conn)
             .await
+            .map_err(anyhow::Error::from)
     })
     .await
     .map_err(|_| anyhow::anyhow!("redis did not answer within {} ms", timeout.as_millis() * 2))??;
@@ -292,10 +327,21 @@ fn connection_info(redis: &crate::config::RedisConfig) -> Result<ConnectionInfo,
     // rediss:// and redis.tls_ca_file (connect.rs); errors never quote the
     // URL, which may carry a password.
     let info = connect::parse_url(redis)?;
+    Ok(info.set_tcp_settings(tcp_settings()))
+}
+
+fn tcp_settings() -> TcpSettings {
     let tcp = TcpSettings::default().set_nodelay(true);
     #[cfg(target_os = "linux")]
     let tcp = tcp.set_user_timeout(USER_TIMEOUT);
-    Ok(info.set_tcp_settings(tcp))
+    tcp
+}
+
+/// Every wait of the cluster connection bounded, like the pool's.
+fn cluster_config(timeout: Duration) -> ::redis::cluster::ClusterConfig {
+    ::redis::cluster::ClusterConfig::new()
+        .set_connection_timeout(timeout)
+        .set_response_timeout(timeout)
 }
 
 fn with_protocol(info: &ConnectionInfo, protocol: ProtocolVersion) -> ConnectionInfo {
@@ -374,8 +420,9 @@ fn classify_pool(e: PoolError) -> BackplaneError {
     }
 }
 
-/// What [`Inner::run`] sends: a script, a plain command or a pipeline.
-enum Call<'a> {
+/// What [`Inner::run`] sends: a script, a plain command or a pipeline
+/// (on a Redis Cluster, a pipeline's commands must share a slot).
+pub(super) enum Call<'a> {
     Script(ScriptInvocation<'a>),
     Cmd(::redis::Cmd),
     Pipe(::redis::Pipeline),
@@ -429,21 +476,13 @@ impl Inner {
     /// whole (waiting for a connection included), with metrics.
     async fn run<T: FromRedisValue>(&self, op: &'static str, call: Call<'_>) -> BackplaneResult<T> {
         let started = Instant::now();
-        let result = tokio::time::timeout(self.settings.command_timeout, async {
-            let mut conn = pool::shared_connection(&self.pool)
-                .await
-                .map_err(classify_pool)?;
-            call.send(&mut conn).await.map_err(|e| {
-                pool::forget_connections(&self.pool, &e);
-                classify(&e)
-            })
-        })
-        .await
-        .unwrap_or_else(|_| {
-            Err(BackplaneError::Unavailable(
-                "redis did not answer in time".into(),
-            ))
-        });
+        let result = tokio::time::timeout(self.settings.command_timeout, self.commands.send(&call))
+            .await
+            .unwrap_or_else(|_| {
+                Err(BackplaneError::Unavailable(
+                    "redis did not answer in time".into(),
+                ))
+            });
         telemetry::command(op, started.elapsed());
         if let Err(e) = &result {
             telemetry::error(op, kind_label(e));
@@ -530,7 +569,7 @@ impl Inner {
     async fn probe_loop(self: Arc<Self>) {
         let channel = self.keys.probe_channel(&self.node_id);
         loop {
-            let mut publish = cmd("PUBLISH");
+            let mut publish = cmd(self.publish_command.name());
             publish.arg(&channel).arg(self.health.probe_payload());
             let result = self.run::<i64>("probe", Call::Cmd(publish)).await;
             self.health.set_probe_failed(result.is_err());
@@ -548,10 +587,21 @@ impl Inner {
         channel: &str,
         payload: &[u8],
     ) -> BackplaneResult<()> {
-        let mut publish = cmd("PUBLISH");
+        let mut publish = cmd(self.publish_command.name());
         publish.arg(channel).arg(payload);
         self.run::<i64>(op, Call::Cmd(publish)).await.map(|_| ())
     }
+
+    /// Brings a room's message state in line after a change in the control
+    /// slot (the second of the two steps, see `keys.rs`).
+    async fn room_data(&self, room: &str, action: RoomData, epoch: &str) -> BackplaneResult<bool> {
+        scripts::room_data(self, &self.keys, room, action, epoch).await
+    }
+}
+
+/// A new random epoch (a room's history, a recreated room's gate).
+fn new_epoch() -> String {
+    ulid::Ulid::new().to_string()
 }
 
 fn internal(what: &str) -> BackplaneError {
@@ -618,9 +668,45 @@ impl Backplane for RedisBackplane {
             .inspect_err(|_| inner.needs_reconcile.store(true, Ordering::Release))
     }
 
+    /// The join script (control slot), then for a created room its gate
+    /// (message slot). The `seq` the membership began at is the highest
+    /// this node relayed in the room *before* the script: the room is
+    /// subscribed already, so every message after it is either relayed
+    /// before the entrant's local routing exists (and replayed to it by the
+    /// registry) or after. Reading the room's counter instead would take a
+    /// round trip to another slot.
     async fn join_room(&self, request: JoinRequest<'_>) -> BackplaneResult<JoinOutcome> {
         let inner = &self.inner;
-        scripts::join(&**inner, &inner.keys, &inner.node_id, &request).await
+        let floor = inner.subscriber.seq_floor(request.room);
+        let (outcome, epoch) = scripts::join(
+            &**inner,
+            &inner.keys,
+            &inner.node_id,
+            &request,
+            &new_epoch(),
+        )
+        .await?;
+        Ok(match outcome {
+            JoinOutcome::Joined {
+                created,
+                members,
+                previous_members,
+                ..
+            } => {
+                if created {
+                    inner
+                        .room_data(request.room, RoomData::Create, &epoch)
+                        .await?;
+                }
+                JoinOutcome::Joined {
+                    created,
+                    members,
+                    previous_members,
+                    seq: if created { 0 } else { floor },
+                }
+            }
+            other => other,
+        })
     }
 
     async fn room(&self, room: &str) -> BackplaneResult<Option<RoomInfo>> {
@@ -644,7 +730,13 @@ impl Backplane for RedisBackplane {
 
     async fn change_room(&self, room: &str, change: RoomChange) -> BackplaneResult<bool> {
         let inner = &self.inner;
-        scripts::change_room(&**inner, &inner.keys, room, &change).await
+        let Some(epoch) = scripts::change_room(&**inner, &inner.keys, room, &change).await? else {
+            return Ok(false);
+        };
+        if let Some(action) = RoomData::after(&change) {
+            inner.room_data(room, action, &epoch).await?;
+        }
+        Ok(true)
     }
 
     async fn set_ban(&self, room: &str, user_key: &str, banned: bool) -> BackplaneResult<bool> {
@@ -701,7 +793,18 @@ impl Backplane for RedisBackplane {
     ) -> BackplaneResult<Vec<String>> {
         let inner = &self.inner;
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        scripts::expire_rooms(&**inner, &inner.keys, default_room, ttl_ms, limit).await
+        let expired =
+            scripts::expire_rooms(&**inner, &inner.keys, default_room, ttl_ms, limit).await?;
+        let mut rooms = Vec::with_capacity(expired.len());
+        for (room, epoch) in expired {
+            // Deleted in the control slot already: its message state goes
+            // now, or with the history's expiry if Redis is away.
+            if let Err(e) = inner.room_data(&room, RoomData::Delete, &epoch).await {
+                tracing::debug!(room = %room, error = %e, "expired room's messages not dropped");
+            }
+            rooms.push(room);
+        }
+        Ok(rooms)
     }
 
     async fn publish_message(&self, draft: &MessageDraft) -> BackplaneResult<Option<u64>> {
@@ -711,7 +814,15 @@ impl Backplane for RedisBackplane {
             max_messages: inner.settings.history_max,
             ttl_ms: inner.settings.history_ttl_ms,
         };
-        scripts::publish_message(&**inner, &inner.keys, draft, floor, history).await
+        scripts::publish_message(
+            &**inner,
+            &inner.keys,
+            draft,
+            floor,
+            history,
+            inner.publish_command,
+        )
+        .await
     }
 
     async fn history(
@@ -720,6 +831,11 @@ impl Backplane for RedisBackplane {
         query: &HistoryQuery<'_>,
     ) -> BackplaneResult<HistoryOutcome> {
         let inner = &self.inner;
+        if let Some(member) = query.member {
+            if !self.is_member(room, member).await? {
+                return Ok(HistoryOutcome::NotMember);
+            }
+        }
         scripts::read_history(&**inner, &inner.keys, room, query).await
     }
 

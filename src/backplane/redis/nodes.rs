@@ -1,8 +1,8 @@
 //! Node stats for the admin API: every node writes its own
 //! [`NodeStats`] at each heartbeat and any node lists them all.
 //!
-//! Keys (prefix `P`): `P:nodeinfo:{id}` (string, the JSON stats, expiring
-//! after `redis.node_ttl_secs`) and `P:nodeinfo` (zset, id → Unix ms of the
+//! Keys (prefix `P`): `P:{global}:nodeinfo:ID` (string, the JSON stats, expiring
+//! after `redis.node_ttl_secs`) and `P:{global}:nodeinfo` (zset, id → Unix ms of the
 //! last report, the index to list). A node that stops renewing drops out
 //! when its key expires; the reader removes index entries whose key is gone,
 //! so the index does not grow with nodes that came and went.
@@ -18,11 +18,11 @@ use crate::backplane::{BackplaneResult, NodeStats};
 pub(crate) const MAX_LISTED_NODES: isize = 1024;
 
 fn index_key(inner: &Inner) -> String {
-    format!("{}nodeinfo", inner.keys.base())
+    inner.keys.global_key("nodeinfo")
 }
 
 fn stats_key(inner: &Inner, node_id: &str) -> String {
-    format!("{}nodeinfo:{node_id}", inner.keys.base())
+    inner.keys.control_key("nodeinfo", node_id)
 }
 
 /// Writes this node's stats with the node TTL, atomically with the index.

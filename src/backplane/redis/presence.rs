@@ -143,6 +143,14 @@ impl Inner {
             &random_token(),
         )
         .await?;
+        // The default room's gate (message slot): made again if Redis (or
+        // the shard owning it) lost it. One small script per heartbeat.
+        self.room_data(
+            &self.settings.default_room,
+            scripts::RoomData::Ensure,
+            &beat.default_room_epoch,
+        )
+        .await?;
         let (epoch, registered) = (beat.epoch, beat.registered);
         let known = self.epoch.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let lost = known.as_deref() != Some(epoch.as_str());
@@ -197,6 +205,7 @@ impl Inner {
             users.chunks(REREGISTER_BATCH).collect()
         };
         let last = batches.len() - 1;
+        let epoch = super::new_epoch();
         for (i, batch) in batches.into_iter().enumerate() {
             let batch = scripts::ReregisterBatch {
                 node: &self.node_id,
@@ -204,9 +213,14 @@ impl Inner {
                 lost,
                 last: i == last,
                 ttl_ms: self.ttl_ms(),
+                epoch: &epoch,
                 users: batch,
             };
             let reply = scripts::reregister(self, &self.keys, &batch).await?;
+            for room in &reply.created {
+                self.room_data(room, scripts::RoomData::Ensure, &epoch)
+                    .await?;
+            }
             for user_key in &reply.conflicts {
                 // Issue 9, 5a: the name is someone else's now.
                 self.delivery.name_lost(user_key);
@@ -321,24 +335,39 @@ impl Inner {
     /// effort, like the sessions' own notices: a failure is logged.
     pub(super) async fn announce(&self, notices: &[PresenceNotice]) {
         let max = self.settings.presence_notice_max_members;
-        let mut pipe = ::redis::pipe();
-        let mut count = 0u64;
         // The one rule of when joined/left is announced is the chat rules'.
-        for notice in notices
+        let frames: Vec<(String, protocol::Frame)> = notices
             .iter()
             .filter(|n| crate::chat::presence::announces(n.members, max))
-        {
-            let frame = notice.frame();
-            pipe.cmd("PUBLISH")
-                .arg(self.keys.room_channel(&notice.room))
-                .arg(frame.as_str())
-                .ignore();
-            count += 1;
-        }
+            .map(|notice| (self.keys.room_channel(&notice.room), notice.frame()))
+            .collect();
+        let count = frames.len() as u64;
         if count == 0 {
             return;
         }
-        match self.run::<()>("presence_notices", Call::Pipe(pipe)).await {
+        let published = match self.publish_command {
+            // One pipeline: one round trip.
+            scripts::PublishCommand::Publish => {
+                let mut pipe = ::redis::pipe();
+                for (channel, frame) in &frames {
+                    pipe.cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(frame.as_str())
+                        .ignore();
+                }
+                self.run::<()>("presence_notices", Call::Pipe(pipe)).await
+            }
+            // The rooms' channels sit in different slots (a pipeline must
+            // not span slots): one SPUBLISH each, concurrently.
+            scripts::PublishCommand::SPublish => {
+                futures_util::future::try_join_all(frames.iter().map(|(channel, frame)| {
+                    self.publish("presence_notices", channel, frame.as_str().as_bytes())
+                }))
+                .await
+                .map(|_| ())
+            }
+        };
+        match published {
             Ok(()) => metrics::counter!(telemetry::PRESENCE_NOTICES).increment(count),
             Err(e) => {
                 tracing::warn!(error = %e, notices = count, "could not publish presence notices")

@@ -4,16 +4,16 @@
 //! Each script is a file under `lua/` and has exactly one typed wrapper
 //! here, which builds its KEYS and ARGV and parses its reply: a script's
 //! contract lives in the file's header and in its wrapper, nowhere else.
-//! Every key a script is given is named by `keys.rs`. The scripts about one
-//! room (`publish_message`, `read_history`, `change_room`, `set_ban`,
-//! `room_members`) and
-//! the global ones (`dead_nodes`, `forget_room`) touch one slot. Those that
-//! change a room and global state in one step (`join`, `claim`, `release`,
-//! `heartbeat`, `reap_node`, `reregister`, `snapshot`) say so in their
-//! header: they are single-Redis only, to be split for Redis Cluster
-//! (issue 12); the scripts among them that learn rooms only while running
-//! build those keys with `lua/common.lua` (same formula as `keys.rs`,
-//! checked by a test).
+//! Every key a script is given is named by `keys.rs`, and every script
+//! touches one slot, so all of them run on a Redis Cluster (issue 12):
+//! `publish_message`, `read_history` and `room_data` a room's message slot
+//! (`{room}`), all others the control slot (`{global}`). The scripts that
+//! learn rooms only while running build their control keys with
+//! `lua/common.lua` (same formula as `keys.rs`, checked by a test).
+//!
+//! A room change that reaches both slots is two scripts, control slot
+//! first, then [`room_data`] (see `keys.rs` for why the order keeps them
+//! consistent); the backplane sends the second right after the first.
 //!
 //! Time is Redis server time (`TIME`), so nodes with skewed clocks agree on
 //! who is alive. Flags are passed as `"1"`/`"0"`.
@@ -68,7 +68,7 @@ struct Scripts {
     release: Script,
     join: Script,
     change_room: Script,
-    forget_room: Script,
+    room_data: Script,
     set_ban: Script,
     snapshot: Script,
     publish_message: Script,
@@ -85,8 +85,8 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     claim: with_common(include_str!("lua/claim.lua")),
     release: with_common(include_str!("lua/release.lua")),
     join: Script::new(include_str!("lua/join.lua")),
-    change_room: Script::new(include_str!("lua/change_room.lua")),
-    forget_room: Script::new(include_str!("lua/forget_room.lua")),
+    change_room: with_common(include_str!("lua/change_room.lua")),
+    room_data: Script::new(include_str!("lua/room_data.lua")),
     set_ban: Script::new(include_str!("lua/set_ban.lua")),
     snapshot: with_common(include_str!("lua/snapshot.lua")),
     publish_message: Script::new(include_str!("lua/publish_message.lua")),
@@ -99,21 +99,26 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     expire_rooms: with_common(include_str!("lua/expire_rooms.lua")),
 });
 
-/// `expire_rooms.lua`: the rooms it deleted.
+/// `expire_rooms.lua`: the rooms it deleted, with their epochs (for
+/// [`room_data`]'s delete).
 pub(super) async fn expire_rooms(
     r: &impl Eval,
     keys: &Keys,
     default_room: &str,
     ttl_ms: u64,
     limit: usize,
-) -> BackplaneResult<Vec<String>> {
+) -> BackplaneResult<Vec<(String, String)>> {
     let mut call = common_call(&SCRIPTS.expire_rooms, keys);
     call.key(keys.empty_rooms())
         .key(keys.rooms())
         .arg(ttl_ms)
         .arg(limit)
         .arg(default_room);
-    r.eval("expire_rooms", call).await
+    let flat: Vec<String> = r.eval("expire_rooms", call).await?;
+    Ok(flat
+        .chunks_exact(2)
+        .map(|pair| (pair[0].clone(), pair[1].clone()))
+        .collect())
 }
 
 /// An invocation of a script that includes `lua/common.lua`: its two
@@ -166,17 +171,18 @@ pub(super) async fn release(
     Ok(u64::try_from(left).ok())
 }
 
-/// `join.lua`.
+/// `join.lua`: the outcome (its `seq` is 0: the room's `seq` lives in the
+/// other slot, the caller knows better) and, when joined, the room's epoch.
 pub(super) async fn join(
     r: &impl Eval,
     keys: &Keys,
     node: &str,
     request: &JoinRequest<'_>,
-) -> BackplaneResult<JoinOutcome> {
+    new_epoch: &str,
+) -> BackplaneResult<(JoinOutcome, String)> {
     let mut call = SCRIPTS.join.prepare_invoke();
     let room = request.room;
     call.key(keys.room(room))
-        .key(keys.seq(room))
         .key(keys.bans(room))
         .key(keys.members(room))
         .key(keys.rooms())
@@ -201,9 +207,11 @@ pub(super) async fn join(
                 .max_owned_rooms
                 .map_or(-1, |max| max.min(i64::MAX as u64) as i64),
         )
-        .arg(request.previous_room.unwrap_or(""));
+        .arg(request.previous_room.unwrap_or(""))
+        .arg(new_epoch);
     let reply: Vec<Value> = r.eval("join_room", call).await?;
-    join_outcome(&reply)
+    let epoch = reply.get(4).and_then(text).unwrap_or_default();
+    Ok((join_outcome(&reply)?, epoch))
 }
 
 fn join_outcome(reply: &[Value]) -> BackplaneResult<JoinOutcome> {
@@ -218,7 +226,7 @@ fn join_outcome(reply: &[Value]) -> BackplaneResult<JoinOutcome> {
                 created: number(1)? == 1,
                 members: number(2)? as u64,
                 previous_members: u64::try_from(number(3)?).ok(),
-                seq: number(4)?.max(0) as u64,
+                seq: 0,
             }
         }
         "no_such_room" => JoinOutcome::NoSuchRoom,
@@ -232,15 +240,15 @@ fn join_outcome(reply: &[Value]) -> BackplaneResult<JoinOutcome> {
     })
 }
 
-/// `change_room.lua`, then for a delete `forget_room.lua` (room keys
-/// first, its name last: see that script). `false` if the room does not
-/// exist.
+/// `change_room.lua` (control slot): the room's epoch when applied,
+/// `None` if the room does not exist. The caller then brings the gate in
+/// line ([`room_data`], [`RoomData::after`]).
 pub(super) async fn change_room(
     r: &impl Eval,
     keys: &Keys,
     room: &str,
     change: &RoomChange,
-) -> BackplaneResult<bool> {
+) -> BackplaneResult<Option<String>> {
     let (name, password_hash) = match change {
         RoomChange::Lock { password_hash } => ("lock", password_hash.as_str()),
         RoomChange::Unlock => ("unlock", ""),
@@ -248,32 +256,72 @@ pub(super) async fn change_room(
         RoomChange::Open => ("open", ""),
         RoomChange::Delete => ("delete", ""),
     };
-    let mut call = SCRIPTS.change_room.prepare_invoke();
+    let mut call = common_call(&SCRIPTS.change_room, keys);
     call.key(keys.room(room))
-        .key(keys.seq(room))
         .key(keys.bans(room))
         .key(keys.members(room))
-        .key(keys.history(room))
+        .key(keys.rooms())
+        .key(keys.empty_rooms())
         .arg(name)
         .arg(password_hash);
-    let reply: Value = r.eval("change_room", call).await?;
-    let (applied, owner) = match &reply {
-        Value::Array(items) => (
-            items.first().and_then(int) == Some(1),
-            items.get(1).and_then(text).unwrap_or_default(),
-        ),
-        other => (int(other) == Some(1), String::new()),
-    };
-    if applied && *change == RoomChange::Delete {
-        let mut forget = SCRIPTS.forget_room.prepare_invoke();
-        forget.key(keys.rooms()).key(keys.room(room));
-        if !owner.is_empty() {
-            forget.key(keys.owned(&owner));
-        }
-        forget.arg(room).arg(&owner);
-        r.eval::<i64>("forget_room", forget).await?;
+    let reply: Vec<Value> = r.eval("change_room", call).await?;
+    match reply.first().and_then(int) {
+        Some(1) => Ok(Some(reply.get(1).and_then(text).unwrap_or_default())),
+        Some(_) => Ok(None),
+        None => Err(internal("change_room")),
     }
-    Ok(applied)
+}
+
+/// What [`room_data`] does to a room's message state (`room_data.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RoomData {
+    /// A new room: fresh `seq`, no history, an open gate.
+    Create,
+    /// An open gate unless one exists.
+    Ensure,
+    Close,
+    Open,
+    /// Gate, `seq` and history go, unless the gate has another epoch.
+    Delete,
+}
+
+impl RoomData {
+    /// The gate step that follows a settings change, if any.
+    pub(super) fn after(change: &RoomChange) -> Option<RoomData> {
+        match change {
+            RoomChange::Close => Some(RoomData::Close),
+            RoomChange::Open => Some(RoomData::Open),
+            RoomChange::Delete => Some(RoomData::Delete),
+            RoomChange::Lock { .. } | RoomChange::Unlock => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RoomData::Create => "create",
+            RoomData::Ensure => "ensure",
+            RoomData::Close => "close",
+            RoomData::Open => "open",
+            RoomData::Delete => "delete",
+        }
+    }
+}
+
+/// `room_data.lua` (the room's message slot): whether anything changed.
+pub(super) async fn room_data(
+    r: &impl Eval,
+    keys: &Keys,
+    room: &str,
+    action: RoomData,
+    epoch: &str,
+) -> BackplaneResult<bool> {
+    let mut call = SCRIPTS.room_data.prepare_invoke();
+    call.key(keys.gate(room))
+        .key(keys.seq(room))
+        .key(keys.history(room))
+        .arg(action.name())
+        .arg(epoch);
+    Ok(r.eval::<i64>("room_data", call).await? == 1)
 }
 
 /// `set_ban.lua`: whether anything changed.
@@ -335,6 +383,23 @@ fn parse_snapshot(reply: &[Value]) -> BackplaneResult<ClusterSnapshot> {
     })
 }
 
+/// How a frame is published: PUBLISH on one Redis, SPUBLISH (sharded
+/// pub/sub, the channel's slot decides its shard) on a Redis Cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PublishCommand {
+    Publish,
+    SPublish,
+}
+
+impl PublishCommand {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            PublishCommand::Publish => "PUBLISH",
+            PublishCommand::SPublish => "SPUBLISH",
+        }
+    }
+}
+
 /// What the publish script keeps of each room's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct HistoryLimits {
@@ -352,10 +417,11 @@ pub(super) async fn publish_message(
     draft: &MessageDraft,
     seq_floor: u64,
     history: HistoryLimits,
+    publish: PublishCommand,
 ) -> BackplaneResult<Option<u64>> {
     let (prefix, suffix) = draft.frame_parts();
     let mut call = SCRIPTS.publish_message.prepare_invoke();
-    call.key(keys.room(&draft.room))
+    call.key(keys.gate(&draft.room))
         .key(keys.seq(&draft.room))
         .key(keys.room_channel(&draft.room))
         .key(keys.history(&draft.room))
@@ -363,12 +429,15 @@ pub(super) async fn publish_message(
         .arg(suffix)
         .arg(seq_floor)
         .arg(history.max_messages)
-        .arg(history.ttl_ms);
+        .arg(history.ttl_ms)
+        .arg(publish.name());
     let seq: Option<i64> = r.eval("publish_message", call).await?;
     Ok(seq.map(|seq| seq.max(0) as u64))
 }
 
-/// `read_history.lua`: a page of `room`'s history (see `history.rs`).
+/// `read_history.lua`: a page of `room`'s history (see `history.rs`);
+/// [`HistoryOutcome::NotMember`] when the room has no gate. Membership
+/// (`query.member`) is the caller's check: it lives in the control slot.
 pub(super) async fn read_history(
     r: &impl Eval,
     keys: &Keys,
@@ -376,10 +445,9 @@ pub(super) async fn read_history(
     query: &HistoryQuery<'_>,
 ) -> BackplaneResult<HistoryOutcome> {
     let mut call = SCRIPTS.read_history.prepare_invoke();
-    call.key(keys.room(room))
+    call.key(keys.gate(room))
         .key(keys.seq(room))
-        .key(keys.history(room))
-        .key(keys.members(room));
+        .key(keys.history(room));
     for arg in super::history::read_args(query) {
         call.arg(arg);
     }
@@ -413,6 +481,8 @@ pub(super) struct Heartbeat {
     pub epoch: String,
     /// Whether this process's registration marker is still there.
     pub registered: bool,
+    /// The default room's epoch (for its gate).
+    pub default_room_epoch: String,
 }
 
 /// `heartbeat.lua`.
@@ -430,7 +500,6 @@ pub(super) async fn heartbeat(
         .key(keys.node_token(node))
         .key(keys.rooms())
         .key(keys.room(default_room))
-        .key(keys.seq(default_room))
         .key(keys.bans(default_room))
         .arg(node)
         .arg(token)
@@ -444,6 +513,7 @@ pub(super) async fn heartbeat(
     Ok(Heartbeat {
         epoch,
         registered: reply.get(1).and_then(int) == Some(1),
+        default_room_epoch: reply.get(2).and_then(text).unwrap_or_default(),
     })
 }
 
@@ -455,6 +525,8 @@ pub(super) struct Reregistered {
     /// Rooms deleted while this node could not hear it.
     pub gone: Vec<String>,
     pub notices: Vec<PresenceNotice>,
+    /// Rooms recreated (Redis lost its data): their gates are the caller's.
+    pub created: Vec<String>,
 }
 
 /// Arguments of one `reregister.lua` batch.
@@ -466,6 +538,8 @@ pub(super) struct ReregisterBatch<'a> {
     /// The last batch sets the registration marker.
     pub last: bool,
     pub ttl_ms: u64,
+    /// The epoch of rooms recreated by this batch.
+    pub epoch: &'a str,
     pub users: &'a [LocalUser],
 }
 
@@ -485,14 +559,15 @@ pub(super) async fn reregister(
         .arg(batch.token)
         .arg(flag(batch.lost))
         .arg(flag(batch.last))
-        .arg(batch.ttl_ms);
+        .arg(batch.ttl_ms)
+        .arg(batch.epoch);
     for user in batch.users {
         call.arg(&user.user_key)
             .arg(&user.display_name)
             .arg(&user.room);
     }
     let reply: Vec<Value> = r.eval("reregister", call).await?;
-    let [conflicts, rooms, entries] = reply.as_slice() else {
+    let [conflicts, rooms, entries, created] = reply.as_slice() else {
         return Err(internal("reregister"));
     };
     let mut out = Reregistered::default();
@@ -504,6 +579,9 @@ pub(super) async fn reregister(
     }
     if let Value::Array(entries) = entries {
         out.notices = notices(entries);
+    }
+    if let Value::Array(created) = created {
+        out.created.extend(created.iter().filter_map(text));
     }
     Ok(out)
 }

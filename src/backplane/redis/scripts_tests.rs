@@ -51,19 +51,60 @@ async fn fixture() -> Fixture {
     }
 }
 
+/// The node's two steps of a join (control slot, then a created room's
+/// gate), as `RedisBackplane::join_room` sends them.
+async fn join_steps(
+    r: &Conn,
+    keys: &Keys,
+    node: &str,
+    request: &JoinRequest<'_>,
+) -> BackplaneResult<JoinOutcome> {
+    let (outcome, epoch) = join(r, keys, node, request, &ulid::Ulid::new().to_string()).await?;
+    if let JoinOutcome::Joined { created: true, .. } = outcome {
+        room_data(r, keys, request.room, RoomData::Create, &epoch).await?;
+    }
+    Ok(outcome)
+}
+
+/// The node's two steps of a room change, as `RedisBackplane::change_room`.
+async fn change_steps(
+    r: &Conn,
+    keys: &Keys,
+    room: &str,
+    change: &RoomChange,
+) -> BackplaneResult<bool> {
+    let Some(epoch) = change_room(r, keys, room, change).await? else {
+        return Ok(false);
+    };
+    if let Some(action) = RoomData::after(change) {
+        room_data(r, keys, room, action, &epoch).await?;
+    }
+    Ok(true)
+}
+
 impl Fixture {
     fn conn(&self) -> MultiplexedConnection {
         self.r.conn.clone()
     }
 
     async fn heartbeat(&self, node: &str) -> Heartbeat {
-        heartbeat(&self.r, &self.keys, node, "tok", "general", "ep1")
+        let beat = heartbeat(&self.r, &self.keys, node, "tok", "general", "ep1")
             .await
-            .unwrap()
+            .unwrap();
+        room_data(
+            &self.r,
+            &self.keys,
+            "general",
+            RoomData::Ensure,
+            &beat.default_room_epoch,
+        )
+        .await
+        .unwrap();
+        beat
     }
 
     async fn join(&self, node: &str, user: &str, room: &str, prev: Option<&str>) -> JoinOutcome {
-        join(
+        join_steps(
             &self.r,
             &self.keys,
             node,
@@ -101,7 +142,7 @@ fn join_replies_parse() {
         Value::Int(1),
         Value::Int(3),
         Value::Int(0),
-        Value::Int(0),
+        bulk("ep"),
     ];
     assert_eq!(join_outcome(&ok).unwrap(), joined(3, Some(0), true));
     assert_eq!(
@@ -143,7 +184,7 @@ fn snapshot_sorts_rooms_and_derives_available() {
 async fn lua_room_keys_match_keys_rs() {
     let f = fixture().await;
     let probe = Script::new(&format!(
-        "{COMMON}return {{room_key('room', ARGV[3]), room_key('members', ARGV[3]), room_key('history', ARGV[3]), node_users_key(ARGV[4]), empty_rooms_key(), room_key('owned', ARGV[4]), room_of_members_key(room_key('members', ARGV[3]))}}"
+        "{COMMON}return {{room_key('room', ARGV[3]), room_key('members', ARGV[3]), room_key('bans', ARGV[3]), node_users_key(ARGV[4]), empty_rooms_key(), room_key('owned', ARGV[4]), room_of_members_key(room_key('members', ARGV[3]))}}"
     ));
     let mut call = probe.prepare_invoke();
     call.arg(f.keys.base())
@@ -156,7 +197,7 @@ async fn lua_room_keys_match_keys_rs() {
         [
             f.keys.room("lobby"),
             f.keys.members("lobby"),
-            f.keys.history("lobby"),
+            f.keys.bans("lobby"),
             f.keys.node_users("n1"),
             f.keys.empty_rooms(),
             f.keys.owned("n1"),
@@ -181,6 +222,7 @@ async fn heartbeat_creates_the_default_room_and_reports_registration() {
         lost: true,
         last: true,
         ttl_ms: TTL,
+        epoch: "e1",
         users: &[],
     };
     reregister(&f.r, &f.keys, &batch).await.unwrap();
@@ -191,7 +233,8 @@ async fn heartbeat_creates_the_default_room_and_reports_registration() {
         beat,
         Heartbeat {
             epoch: "ep1".into(),
-            registered: true
+            registered: true,
+            default_room_epoch: "ep1".into(),
         }
     );
 }
@@ -270,45 +313,49 @@ async fn join_checks_in_order_and_moves() {
         previous_room: None,
     };
     assert_eq!(
-        join(&f.r, &f.keys, "n1", &request("nope")).await.unwrap(),
+        join_steps(&f.r, &f.keys, "n1", &request("nope"))
+            .await
+            .unwrap(),
         JoinOutcome::NoSuchRoom
     );
     let mut create = request("r2");
     create.create = true;
     assert_eq!(
-        join(&f.r, &f.keys, "n1", &create).await.unwrap(),
+        join_steps(&f.r, &f.keys, "n1", &create).await.unwrap(),
         JoinOutcome::TooManyRooms
     );
     // Banned beats closed beats locked.
     let lock = RoomChange::Lock {
         password_hash: "h".into(),
     };
-    assert!(change_room(&f.r, &f.keys, "r1", &lock).await.unwrap());
+    assert!(change_steps(&f.r, &f.keys, "r1", &lock).await.unwrap());
     assert_eq!(
-        join(&f.r, &f.keys, "n1", &request("r1")).await.unwrap(),
+        join_steps(&f.r, &f.keys, "n1", &request("r1"))
+            .await
+            .unwrap(),
         JoinOutcome::Locked
     );
     let mut with_pw = request("r1");
     with_pw.password_hash = Some("h");
-    assert!(change_room(&f.r, &f.keys, "r1", &RoomChange::Close)
+    assert!(change_steps(&f.r, &f.keys, "r1", &RoomChange::Close)
         .await
         .unwrap());
     assert_eq!(
-        join(&f.r, &f.keys, "n1", &with_pw).await.unwrap(),
+        join_steps(&f.r, &f.keys, "n1", &with_pw).await.unwrap(),
         JoinOutcome::Closed
     );
     assert!(set_ban(&f.r, &f.keys, "r1", "eve", true).await.unwrap());
     assert!(!set_ban(&f.r, &f.keys, "r1", "eve", true).await.unwrap());
     assert_eq!(
-        join(&f.r, &f.keys, "n1", &with_pw).await.unwrap(),
+        join_steps(&f.r, &f.keys, "n1", &with_pw).await.unwrap(),
         JoinOutcome::Banned
     );
     assert!(set_ban(&f.r, &f.keys, "r1", "eve", false).await.unwrap());
-    assert!(change_room(&f.r, &f.keys, "r1", &RoomChange::Open)
+    assert!(change_steps(&f.r, &f.keys, "r1", &RoomChange::Open)
         .await
         .unwrap());
     assert_eq!(
-        join(&f.r, &f.keys, "n1", &with_pw).await.unwrap(),
+        join_steps(&f.r, &f.keys, "n1", &with_pw).await.unwrap(),
         joined(2, None, false)
     );
     // A ban on a missing room changes nothing.
@@ -346,7 +393,7 @@ async fn seq_is_gapless_refuses_closed_rooms_and_restarts_after_delete() {
     sub.subscribe(f.keys.room_channel("r1")).await.unwrap();
     for expected in 1..=3 {
         assert_eq!(
-            publish_message(&f.r, &f.keys, &draft, 0, HIST)
+            publish_message(&f.r, &f.keys, &draft, 0, HIST, PublishCommand::Publish)
                 .await
                 .unwrap(),
             Some(expected)
@@ -354,7 +401,7 @@ async fn seq_is_gapless_refuses_closed_rooms_and_restarts_after_delete() {
     }
     // A floor above the counter (Redis lost it) wins.
     assert_eq!(
-        publish_message(&f.r, &f.keys, &draft, 10, HIST)
+        publish_message(&f.r, &f.keys, &draft, 10, HIST, PublishCommand::Publish)
             .await
             .unwrap(),
         Some(11)
@@ -367,19 +414,19 @@ async fn seq_is_gapless_refuses_closed_rooms_and_restarts_after_delete() {
         }
     }
     assert_eq!(frames[0], Value::BulkString(draft.frame(1).to_vec()));
-    assert!(change_room(&f.r, &f.keys, "r1", &RoomChange::Close)
+    assert!(change_steps(&f.r, &f.keys, "r1", &RoomChange::Close)
         .await
         .unwrap());
     assert_eq!(
-        publish_message(&f.r, &f.keys, &draft, 0, HIST)
+        publish_message(&f.r, &f.keys, &draft, 0, HIST, PublishCommand::Publish)
             .await
             .unwrap(),
         None
     );
-    assert!(change_room(&f.r, &f.keys, "r1", &RoomChange::Delete)
+    assert!(change_steps(&f.r, &f.keys, "r1", &RoomChange::Delete)
         .await
         .unwrap());
-    assert!(!change_room(&f.r, &f.keys, "r1", &RoomChange::Delete)
+    assert!(!change_steps(&f.r, &f.keys, "r1", &RoomChange::Delete)
         .await
         .unwrap());
     let snap = snapshot(&f.r, &f.keys, 100).await.unwrap();
@@ -392,7 +439,7 @@ async fn seq_is_gapless_refuses_closed_rooms_and_restarts_after_delete() {
     );
     f.join("n1", "bob", "r1", None).await;
     assert_eq!(
-        publish_message(&f.r, &f.keys, &draft, 0, HIST)
+        publish_message(&f.r, &f.keys, &draft, 0, HIST, PublishCommand::Publish)
             .await
             .unwrap(),
         Some(1)
@@ -409,7 +456,7 @@ async fn snapshot_counts_and_prunes_half_deleted_rooms() {
     f.join("n1", "a", "general", None).await;
     f.join("n1", "b", "r1", None).await;
     f.join("n1", "c", "r1", None).await;
-    assert!(change_room(
+    assert!(change_steps(
         &f.r,
         &f.keys,
         "r1",
@@ -509,6 +556,7 @@ async fn reregister_puts_users_back_and_reports_conflicts_and_gone_rooms() {
         lost: false,
         last: true,
         ttl_ms: TTL,
+        epoch: "e1",
         users: &users,
     };
     let out = reregister(&f.r, &f.keys, &batch).await.unwrap();
@@ -525,31 +573,38 @@ async fn reregister_puts_users_back_and_reports_conflicts_and_gone_rooms() {
     };
     let out = reregister(&f.r, &f.keys, &batch).await.unwrap();
     assert!(out.gone.is_empty() && out.notices.is_empty());
+    assert_eq!(out.created, ["vanished"], "its gate is the caller's");
     let members = room_members(&f.r, &f.keys, "vanished", 10).await.unwrap();
     assert_eq!(members.names, ["Gus"]);
 }
 
-/// The single-slot scripts really get one slot's keys: checked against the
-/// key names the wrappers build.
+/// The scripts really get one slot's keys: checked against the key names
+/// the wrappers build (message slot: publish, history, room data; control
+/// slot: everything else).
 #[test]
-fn single_room_scripts_use_one_tag() {
+fn every_script_gets_one_slots_keys() {
     let keys = Keys::new("p");
-    let room = [
-        keys.room("r"),
+    let messages = [
+        keys.gate("r"),
         keys.seq("r"),
-        keys.bans("r"),
-        keys.members("r"),
         keys.history("r"),
         keys.room_channel("r"),
     ];
-    assert!(room.iter().all(|k| hash_tag(k) == "r"));
-    let global = [
+    assert!(messages.iter().all(|k| hash_tag(k) == "r"));
+    let control = [
+        keys.room("r"),
+        keys.bans("r"),
+        keys.members("r"),
+        keys.owned("tok:x"),
         keys.names(),
         keys.nodes(),
         keys.rooms(),
+        keys.empty_rooms(),
+        keys.epoch(),
         keys.node_users("x"),
+        keys.node_token("x"),
     ];
-    assert!(global.iter().all(|k| hash_tag(k) == "global"));
+    assert!(control.iter().all(|k| hash_tag(k) == "global"));
 }
 
 /// Bugs 5a and 5d at the script level: a join by a node that lost the name
@@ -598,7 +653,7 @@ async fn publish_keeps_capped_history_and_delete_erases_it() {
         ts: 1,
     };
     for _ in 0..5 {
-        publish_message(&f.r, &f.keys, &draft, 0, HIST)
+        publish_message(&f.r, &f.keys, &draft, 0, HIST, PublishCommand::Publish)
             .await
             .unwrap();
     }
@@ -623,16 +678,13 @@ async fn publish_keeps_capped_history_and_delete_erases_it() {
     );
     assert_eq!(page.last_seq, 5);
     assert!(!page.complete, "1 and 2 were trimmed");
-    let outsider = HistoryQuery {
-        member: Some("eve"),
-        ..query
-    };
     assert_eq!(
-        read_history(&f.r, &f.keys, "r1", &outsider).await.unwrap(),
-        HistoryOutcome::NotMember
+        read_history(&f.r, &f.keys, "nope", &query).await.unwrap(),
+        HistoryOutcome::NotMember,
+        "no gate: no such room"
     );
     let epoch = page.epoch;
-    assert!(change_room(&f.r, &f.keys, "r1", &RoomChange::Delete)
+    assert!(change_steps(&f.r, &f.keys, "r1", &RoomChange::Delete)
         .await
         .unwrap());
     let exists: bool = f.conn().exists(f.keys.history("r1")).await.unwrap();
@@ -648,7 +700,7 @@ async fn publish_keeps_capped_history_and_delete_erases_it() {
         max_messages: 0,
         ttl_ms: 0,
     };
-    publish_message(&f.r, &f.keys, &draft, 0, off)
+    publish_message(&f.r, &f.keys, &draft, 0, off, PublishCommand::Publish)
         .await
         .unwrap();
     let exists: bool = f.conn().exists(f.keys.history("r1")).await.unwrap();

@@ -27,6 +27,13 @@
 //! until Redis matches the count. Releasing never waits, so a close that
 //! is cut off cannot leak a reference.
 //!
+//! On a Redis Cluster (`redis.cluster`) the connection is the redis crate's
+//! cluster connection and rooms use sharded pub/sub: SSUBSCRIBE grouped by
+//! slot (never across slots: CROSSSLOT), an unsolicited `sunsubscribe` of a
+//! wanted channel (its slot migrated) handled like a disconnection, and a
+//! `Disconnection` push (a shard's primary lost, e.g. failover) likewise;
+//! see `cluster.rs`.
+//!
 //! The push sender is a plain closure called by the connection's reader: it
 //! only parses, looks up and hands frames to [`Delivery`] (which does
 //! `try_send`), and queues stray rooms with `try_send`. It never blocks.
@@ -37,7 +44,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, PushInfo, PushKind, Value};
+use ::redis::cluster::ClusterClientBuilder;
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{Client, PushInfo, PushKind, RedisResult, Value};
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
@@ -130,6 +139,14 @@ impl Shared {
         }
     }
 
+    /// The subscription was (or may have been) interrupted: hold rooms for
+    /// their gap fill and have the supervisor subscribe everything again.
+    fn interrupted(&self) {
+        self.health.set_subscribed(false);
+        self.open_gaps();
+        self.resync.store(true, Ordering::Release);
+    }
+
     /// Observes and delivers a frame of `room` (not held back), unless it
     /// repeats a MESSAGE just relayed (see `SeqFloors::observe`).
     fn relay(&self, room: &str, frame: Bytes) {
@@ -142,7 +159,7 @@ impl Shared {
 
     fn on_push(&self, push: PushInfo) {
         match push.kind {
-            PushKind::Message => {
+            PushKind::Message | PushKind::SMessage => {
                 let mut data = push.data.into_iter();
                 if let (Some(channel), Some(payload)) = (data.next(), data.next()) {
                     if let (Some(channel), Some(payload)) = (bytes_of(channel), bytes_of(payload)) {
@@ -150,7 +167,7 @@ impl Shared {
                     }
                 }
             }
-            PushKind::Subscribe => {
+            PushKind::Subscribe | PushKind::SSubscribe => {
                 if let Some(channel) = push.data.into_iter().next().and_then(bytes_of) {
                     self.on_subscribed(&channel);
                 }
@@ -158,9 +175,24 @@ impl Shared {
             PushKind::Disconnection => {
                 metrics::counter!(telemetry::RECONNECTS).increment(1);
                 tracing::warn!("redis subscriber connection lost; reconnecting");
-                self.health.set_subscribed(false);
-                self.open_gaps();
-                self.resync.store(true, Ordering::Release);
+                self.interrupted();
+            }
+            PushKind::SUnsubscribe => {
+                // Solicited (the room was released) unless it is still
+                // wanted: then its slot moved to another shard, which does
+                // not know the subscription. Subscribe again, fill the gap.
+                let Some(channel) = push.data.into_iter().next().and_then(bytes_of) else {
+                    return;
+                };
+                let wanted = match self.keys.room_of_channel(&channel) {
+                    Some(room) => self.is_wanted(room),
+                    None => true,
+                };
+                if wanted {
+                    metrics::counter!(telemetry::RECONNECTS).increment(1);
+                    tracing::info!("redis cluster moved a subscribed slot; subscribing again");
+                    self.interrupted();
+                }
             }
             // PushKind is non-exhaustive; unsubscribe confirmations and
             // anything else need no action.
@@ -266,10 +298,59 @@ fn bytes_of(value: Value) -> Option<Vec<u8>> {
     }
 }
 
+/// What the subscriber connects to.
+pub enum Target {
+    /// One Redis: a RESP3 client.
+    Single(Client),
+    /// A Redis Cluster: a builder with the seeds (RESP3), sharded pub/sub.
+    Cluster(ClusterClientBuilder),
+}
+
+/// The subscriber's connection: plain or sharded pub/sub.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    async fn subscribe(self, channels: Vec<String>) -> RedisResult<()> {
+        match self {
+            Connection::Single(mut m) => m.subscribe(channels).await,
+            Connection::Cluster(mut c) => {
+                for group in super::cluster::by_slot(channels) {
+                    c.ssubscribe(group).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn unsubscribe(self, channels: Vec<String>) -> RedisResult<()> {
+        match self {
+            Connection::Single(mut m) => m.unsubscribe(channels).await,
+            Connection::Cluster(mut c) => {
+                for group in super::cluster::by_slot(channels) {
+                    c.sunsubscribe(group).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn ping(self) -> RedisResult<()> {
+        let ping = ::redis::cmd("PING");
+        match self {
+            Connection::Single(mut m) => ping.query_async::<Value>(&mut m).await.map(|_| ()),
+            Connection::Cluster(mut c) => ping.query_async::<Value>(&mut c).await.map(|_| ()),
+        }
+    }
+}
+
 /// The subscriber connection and the rooms it should be subscribed to.
 #[derive(Clone)]
 pub struct Subscriber {
-    manager: ConnectionManager,
+    connection: Connection,
     shared: Arc<Shared>,
     timeout: Duration,
 }
@@ -279,7 +360,7 @@ impl Subscriber {
     /// first PING, so a node can start while Redis is down. Returns the
     /// subscriber and the queue of stray rooms for the supervisor.
     pub fn new(
-        client: Client,
+        target: Target,
         keys: Keys,
         node_id: &str,
         delivery: Arc<dyn Delivery>,
@@ -302,24 +383,47 @@ impl Subscriber {
             stray,
         });
         let sender = Arc::clone(&shared);
-        let config = ConnectionManagerConfig::new()
-            .set_push_sender(move |push: PushInfo| {
-                sender.on_push(push);
-                Ok::<(), std::convert::Infallible>(())
-            })
-            .set_automatic_resubscription()
-            // Never give up (the deaf-after-a-long-outage trap) but retry at
-            // least every second, so recovery takes about a second.
-            .set_number_of_retries(usize::MAX)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1))
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        let manager = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| BackplaneError::Internal(format!("redis subscriber: {e}")))?;
+        let push_sender = move |push: PushInfo| {
+            sender.on_push(push);
+            Ok::<(), std::convert::Infallible>(())
+        };
+        let connection = match target {
+            Target::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_push_sender(push_sender)
+                    .set_automatic_resubscription()
+                    // Never give up (the deaf-after-a-long-outage trap) but
+                    // retry at least every second, so recovery takes about a
+                    // second.
+                    .set_number_of_retries(usize::MAX)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_secs(1))
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout));
+                Connection::Single(
+                    ConnectionManager::new_lazy_with_config(client, config)
+                        .map_err(|e| BackplaneError::Internal(format!("redis subscriber: {e}")))?,
+                )
+            }
+            // Connects in the background; reconnects a shard after its
+            // `Disconnection` push; our supervisor resubscribes per slot.
+            Target::Cluster(builder) => Connection::Cluster(
+                builder
+                    .push_sender(push_sender)
+                    .build()
+                    .map_err(|e| {
+                        BackplaneError::Internal(format!("redis subscriber: {}", e.category()))
+                    })?
+                    .get_pending_async_connection_with_config(
+                        ::redis::cluster::ClusterConfig::new()
+                            .set_connection_timeout(timeout)
+                            .set_response_timeout(timeout),
+                    ),
+            ),
+        };
         Ok((
             Self {
-                manager,
+                connection,
                 shared,
                 timeout,
             },
@@ -450,8 +554,7 @@ impl Subscriber {
             };
             let channel = self.shared.keys.room_channel(&room);
             let result = if want {
-                self.command(|mut m| async move { m.subscribe(channel).await })
-                    .await
+                self.command(|c| c.subscribe(vec![channel])).await
             } else {
                 self.unsubscribe_channel(channel).await
             };
@@ -508,20 +611,13 @@ impl Subscriber {
     }
 
     async fn unsubscribe_channel(&self, channel: String) -> BackplaneResult<()> {
-        self.command(|mut m| async move { m.unsubscribe(channel).await })
-            .await
+        self.command(|c| c.unsubscribe(vec![channel])).await
     }
 
     /// One PING through the subscriber connection: keeps the manager
     /// reconnecting (see the module docs) and tells whether it is up.
     pub async fn ping(&self) -> BackplaneResult<()> {
-        self.command(|mut m| async move {
-            ::redis::cmd("PING")
-                .query_async::<Value>(&mut m)
-                .await
-                .map(|_| ())
-        })
-        .await
+        self.command(Connection::ping).await
     }
 
     /// After a disconnection (or at start): subscribes the base channels and
@@ -547,9 +643,7 @@ impl Subscriber {
         );
         for batch in channels.chunks(SUBSCRIBE_BATCH) {
             let batch = batch.to_vec();
-            let result = self
-                .command(|mut m| async move { m.subscribe(batch).await })
-                .await;
+            let result = self.command(|c| c.subscribe(batch)).await;
             if let Err(e) = result {
                 self.shared.resync.store(true, Ordering::Release);
                 return Err(e);
@@ -637,10 +731,10 @@ impl Subscriber {
 
     async fn command<F, Fut>(&self, f: F) -> BackplaneResult<()>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: std::future::Future<Output = ::redis::RedisResult<()>>,
     {
-        match tokio::time::timeout(self.timeout, f(self.manager.clone())).await {
+        match tokio::time::timeout(self.timeout, f(self.connection.clone())).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(super::classify(&e)),
             Err(_) => Err(BackplaneError::Unavailable(
@@ -690,7 +784,7 @@ mod tests {
         let recorder = Arc::new(Recorder::default());
         let keys = Keys::new("t");
         let (subscriber, _stray) = Subscriber::new(
-            Client::open("redis://127.0.0.1:1/?protocol=resp3").unwrap(),
+            Target::Single(Client::open("redis://127.0.0.1:1/?protocol=resp3").unwrap()),
             keys,
             "n1",
             recorder.clone(),

@@ -1,21 +1,25 @@
--- Changes a room's settings. One room, one slot.
--- KEYS: the room's settings, seq, bans, members, history.
--- ARGV: change (lock|unlock|close|open|delete), password hash.
--- Returns 1 when applied, 0 when the room does not exist; a delete returns
--- `{1, owner id}` ('' without owner) so that `forget_room.lua` frees the
--- owner's slot.
+-- Changes a room's settings (control slot). The room's gate (message slot)
+-- follows in a second step by the caller (`room_data.lua`): `close` and
+-- `open` set its flag, `delete` removes it with `seq` and history.
+-- KEYS: the room's settings, bans, members; rooms; the rooms by the time
+-- they emptied.
+-- ARGV (after common's two): change (lock|unlock|close|open|delete),
+-- password hash.
+-- Returns `{1, epoch}` when applied ('' for a room that has none), `{0}`
+-- when the room does not exist.
 --
--- Delete drops the room's settings (with its `epoch`), `seq`, bans, member
--- list and history: the
--- members themselves are moved by the RoomEvacuated event, whose
--- `join_room(previous_room = deleted)` then finds nothing to remove (like
--- the in-memory backplane, where the room is gone as a whole). The room's
--- name leaves the global room list afterwards (`forget_room.lua`).
-local rkey, skey, bkey, mkey, hkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local change, pw = ARGV[1], ARGV[2]
+-- Delete drops the room's settings, bans and member list, its name from the
+-- room list and the empty rooms, and frees its owner's slot
+-- (`limits.rooms_per_user`): the members themselves are moved by the
+-- RoomEvacuated event, whose `join_room(previous_room = deleted)` then
+-- finds nothing to remove (like the in-memory backplane, where the room is
+-- gone as a whole).
+local rkey, bkey, mkey, rooms, empty_rooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local change, pw = ARGV[3], ARGV[4]
 if redis.call('EXISTS', rkey) == 0 then
-  return 0
+  return {0}
 end
+local epoch = redis.call('HGET', rkey, 'epoch') or ''
 if change == 'lock' then
   redis.call('HSET', rkey, 'locked', '1', 'pw', pw)
 elseif change == 'unlock' then
@@ -26,9 +30,14 @@ elseif change == 'open' then
   redis.call('HSET', rkey, 'closed', '0')
 elseif change == 'delete' then
   local owner = redis.call('HGET', rkey, 'owner') or ''
-  redis.call('DEL', rkey, skey, bkey, mkey, hkey)
-  return {1, owner}
+  local room = string.sub(rkey, #B + #'{global}:room:' + 1)
+  redis.call('DEL', rkey, bkey, mkey)
+  redis.call('SREM', rooms, room)
+  redis.call('ZREM', empty_rooms, room)
+  if owner ~= '' then
+    redis.call('SREM', room_key('owned', owner), room)
+  end
 else
   return redis.error_reply('unknown room change ' .. change)
 end
-return 1
+return {1, epoch}

@@ -10,8 +10,7 @@
 -- this user). Claiming also renews this node's heartbeat: a node that can
 -- run scripts is alive, and it keeps other nodes from taking over its fresh
 -- names before its first heartbeat.
--- Single-Redis only (the take-over reaches the dead node's room), to be
--- split for Redis Cluster (issue 12).
+-- The take-over reaches the dead node's room: control keys, one slot.
 local names, nodes, ukey = KEYS[1], KEYS[2], KEYS[3]
 local node, user, ttl = ARGV[3], ARGV[4], tonumber(ARGV[5])
 local now = now_ms()

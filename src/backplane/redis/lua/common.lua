@@ -1,12 +1,13 @@
 -- Helpers of the scripts that reach keys they learn only while running (a
--- user's recorded room, a dead node's list): those scripts are
--- single-Redis only, to be split for Redis Cluster (issue 12).
+-- user's recorded room, a dead node's list). Every key they build is a
+-- control key (`{global}` slot, see keys.rs), so those scripts still touch
+-- one slot.
 -- ARGV[1] is the key base (`prefix:`), ARGV[2] the node-list base
 -- (`prefix:{global}:node:`); a script's own arguments start at ARGV[3].
 local B, NB = ARGV[1], ARGV[2]
--- `prefix:KIND:{room}`: the formula of `Keys::room_key` (keys.rs).
+-- `prefix:{global}:KIND:room`: the formula of `Keys::control_key` (keys.rs).
 local function room_key(kind, room)
-  return B .. kind .. ':{' .. room .. '}'
+  return B .. '{global}:' .. kind .. ':' .. room
 end
 local function node_users_key(node)
   return NB .. node .. ':users'
@@ -32,9 +33,9 @@ local function note_if_empty(room)
     redis.call('ZADD', empty_rooms_key(), now_ms(), room)
   end
 end
--- The room of a `prefix:members:{room}` key (the formula of `room_key`).
+-- The room of a `prefix:{global}:members:room` key (the formula of `room_key`).
 local function room_of_members_key(mkey)
-  return string.sub(mkey, #B + #'members:{' + 1, -2)
+  return string.sub(mkey, #B + #'{global}:members:' + 1)
 end
 -- Removes `user` from `room`'s members. Returns `{room, display name,
 -- members before the removal}` (what a `left` notice needs) when it was a
@@ -72,9 +73,10 @@ local function forget_user(holder, user)
   redis.call('HDEL', ukey, user)
   return left
 end
--- Creates `room` (settings, fresh seq and bans) and lists it in `rooms`.
-local function create_room(rooms, room, owner)
-  redis.call('HSET', room_key('room', room), 'owner', owner, 'locked', '0', 'pw', '', 'closed', '0')
-  redis.call('DEL', room_key('seq', room), room_key('bans', room), room_key('history', room))
+-- Creates `room`'s control state (settings with `epoch`, no bans) and lists
+-- it in `rooms`; the caller then creates its gate (`room_data.lua`).
+local function create_room(rooms, room, owner, epoch)
+  redis.call('HSET', room_key('room', room), 'owner', owner, 'locked', '0', 'pw', '', 'closed', '0', 'epoch', epoch)
+  redis.call('DEL', room_key('bans', room))
   redis.call('SADD', rooms, room)
 end

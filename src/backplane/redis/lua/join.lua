@@ -1,21 +1,22 @@
 -- Checks ban, closed and lock and moves a user into a room, atomically.
--- KEYS: the room's settings, seq, bans, members; rooms; this node's user
+-- KEYS: the room's settings, bans, members; rooms; this node's user
 -- list; names; the owner's set of owned rooms; the rooms by the time they
 -- emptied (`Keys::empty_rooms`); the previous room's members (absent
--- without one).
+-- without one). All control keys: one slot (`{global}`).
 -- ARGV: user, display, password given, password hash, create, max rooms,
 -- room, node, owner id (stored verbatim as a new room's owner, see
 -- `chat::ownership`), most rooms the owner may own (-1: no limit), the
--- previous room's name.
+-- previous room's name, the epoch of the room if created (scripts cannot
+-- make random ids).
 -- The joined room leaves the empty rooms; the previous one, if the user
 -- was its last member, enters them (`limits.empty_room_ttl_secs`).
 -- A created room is added to the owner's set, checked against that limit
 -- in the same step (`too_many_owned`); deleting the room frees it
 -- (`forget_room.lua`).
 -- Returns `{outcome}` or `{'joined', created, members, previous_members,
--- seq}`: previous_members is -1 when the user was not a member of the
--- previous room (its `left` was announced by whoever took it out), seq the
--- room's last `seq` as the user became a member.
+-- epoch}`: previous_members is -1 when the user was not a member of the
+-- previous room (its `left` was announced by whoever took it out); epoch
+-- the room's (a created room's gate is made with it, `room_data.lua`).
 --
 -- A name held by another node means this node was presumed dead and the
 -- name claimed meanwhile: `name_lost`, nothing changes (the stale session
@@ -25,14 +26,11 @@
 --
 -- Same order of checks as the in-memory backplane: missing (create or
 -- `no_such_room`), banned, closed, locked.
--- Single-Redis only (the room, the previous room and the global user list
--- in one step), to be split for Redis Cluster (issue 12).
-local rkey, skey, bkey, mkey, rooms, ukey, names, owned, prev = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[10]
-local empty_rooms = KEYS[9]
+local rkey, bkey, mkey, rooms, ukey, names, owned, empty_rooms, prev = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local user, display, pw_given, pw, create = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local max_rooms = tonumber(ARGV[6])
 local room, node, owner = ARGV[7], ARGV[8], ARGV[9]
-local max_owned, prev_room = tonumber(ARGV[10]), ARGV[11]
+local max_owned, prev_room, new_epoch = tonumber(ARGV[10]), ARGV[11], ARGV[12]
 local holder = redis.call('HGET', names, user)
 if holder and holder ~= node then
   return {'name_lost'}
@@ -49,8 +47,8 @@ if redis.call('EXISTS', rkey) == 0 then
     return {'too_many_owned'}
   end
   redis.call('SADD', owned, room)
-  redis.call('HSET', rkey, 'owner', owner, 'locked', '0', 'pw', '', 'closed', '0')
-  redis.call('DEL', skey, bkey)
+  redis.call('HSET', rkey, 'owner', owner, 'locked', '0', 'pw', '', 'closed', '0', 'epoch', new_epoch)
+  redis.call('DEL', bkey)
   redis.call('SADD', rooms, room)
   created = 1
 else
@@ -79,4 +77,4 @@ if not holder then
 end
 redis.call('HSET', mkey, user, display)
 redis.call('HSET', ukey, user, room)
-return {'joined', created, redis.call('HLEN', mkey), prev_members, tonumber(redis.call('GET', skey) or '0')}
+return {'joined', created, redis.call('HLEN', mkey), prev_members, redis.call('HGET', rkey, 'epoch') or ''}

@@ -1,12 +1,13 @@
 -- Gives a message the next `seq` of its room, appends it to the room's
 -- history and publishes its frame. One room, one slot (the channel and the
 -- history share the room's tag).
--- KEYS: the room's settings, seq, channel, history.
+-- KEYS: the room's gate, seq, channel, history (the room's message slot).
 -- ARGV: frame prefix, frame suffix, seq floor (the highest `seq` this node
 -- relayed in the room, see `seq_floor.rs`), history.max_messages (0: no
--- history), history ttl in ms (0: never expires).
--- Returns the new `seq`, or nil (nothing published) when the room is
--- missing or closed.
+-- history), history ttl in ms (0: never expires), the publish command
+-- (PUBLISH, or SPUBLISH for sharded pub/sub in a Redis Cluster).
+-- Returns the new `seq`, or nil (nothing published) when the room has no
+-- gate (missing) or its gate is closed.
 --
 -- INCR, XADD and PUBLISH in one script: Redis runs scripts one at a time
 -- and delivers a channel's messages in PUBLISH order, so every subscriber
@@ -37,5 +38,5 @@ if max > 0 then
     redis.call('PEXPIRE', KEYS[4], ttl)
   end
 end
-redis.call('PUBLISH', KEYS[3], frame)
+redis.call(ARGV[6], KEYS[3], frame)
 return seq

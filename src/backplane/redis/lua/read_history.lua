@@ -1,25 +1,21 @@
 -- A page of a room's history with its `last_seq` and `epoch`, read in one
--- step so the three agree (see `history.rs`). One room, one slot.
--- KEYS: the room's settings, seq, history, members.
--- ARGV: member ("" for none: the node's own gap fill), after ("" for
--- none), before ("" for none), limit, epoch asked ("" for none), candidate
--- epoch (set when the room has none yet: scripts cannot make random ids).
--- Returns false when the room is missing or `member` is not one of its
--- members, else `{epoch, last_seq, epoch matched (1/0), id, frame, ...}`
+-- step so the three agree (see `history.rs`). One room, its message slot.
+-- KEYS: the room's gate, seq, history.
+-- ARGV: after ("" for none), before ("" for none), limit, epoch asked (""
+-- for none), candidate epoch (set when the gate has none: scripts cannot
+-- make random ids).
+-- Returns false when the room has no gate (missing), else `{epoch, last_seq, epoch matched (1/0), id, frame, ...}`
 -- in `seq` order. When the epoch asked is not the room's, `after` and
 -- `before` are ignored (the latest messages).
-local member, after, before, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local after, before, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return false
 end
-if member ~= '' and redis.call('HEXISTS', KEYS[4], member) == 0 then
-  return false
-end
-redis.call('HSETNX', KEYS[1], 'epoch', ARGV[6])
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[5])
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 local matched = 1
-if ARGV[5] ~= '' and ARGV[5] ~= epoch then
+if ARGV[4] ~= '' and ARGV[4] ~= epoch then
   matched, after, before = 0, '', ''
 end
 local hi = '+'

@@ -11,8 +11,7 @@
 -- removal (as a session leaving by itself would count them). Only the
 -- script that removed a membership reports it, so however many nodes reap
 -- the same dead node, each `left` is announced once.
--- Single-Redis only (the users' rooms), to be split for Redis Cluster
--- (issue 12).
+-- The users' rooms are control keys: one slot.
 local names, nodes, ukey, token_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local node, cursor, count, only_dead, ttl = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
 if only_dead == '1' and alive(nodes, node, now_ms(), ttl) then

@@ -7,8 +7,8 @@
 --
 -- Only touches name and membership while this node holds the name (or
 -- nobody does): if another node took the name over meanwhile, they are its.
--- Single-Redis only (a room recorded in the node's list but not the
--- session's is cleaned too), to be split for Redis Cluster (issue 12).
+-- A room recorded in the node's list but not the session's is cleaned
+-- too (control keys: one slot).
 local names, ukey, mkey = KEYS[1], KEYS[2], KEYS[3]
 local node, user = ARGV[3], ARGV[4]
 local holder = redis.call('HGET', names, user)

@@ -1,10 +1,11 @@
 -- Puts this node's connected users back: names, memberships, its list.
 -- KEYS: names, nodes, rooms, this node's user list, its token.
--- ARGV (after common's two): node, token, lost, last batch, ttl_ms, then
--- (user, display, room) triples.
+-- ARGV (after common's two): node, token, lost, last batch, ttl_ms, epoch
+-- for recreated rooms, then (user, display, room) triples.
 -- Returns `{{conflicting user, ...}, {gone room, ...}, {code, room,
--- display, members, ...}}`: the last array lists the presence notices the
--- caller publishes.
+-- display, members, ...}, {recreated room, ...}}`: the third array lists
+-- the presence notices the caller publishes; the caller opens the gates of
+-- the recreated rooms (`room_data.lua` ensure).
 --
 -- A name meanwhile claimed by a live node is a conflict: left to that node
 -- (returned, so this node closes its stale connection). A missing room is recreated, ownerless, when Redis lost its data
@@ -17,16 +18,16 @@
 -- taken out by a reaper that announced `left` for them, so every membership
 -- put back is announced as `joined`. A name taken over from another dead
 -- node takes that user out of its room there: `left`.
--- Single-Redis only (every user's room), to be split for Redis Cluster
--- (issue 12).
+-- Touches control keys only (one slot).
 local names, nodes, rooms, ukey, token_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local node, token, lost, last, ttl = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+local node, token, lost, last, ttl, epoch = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
 local now = now_ms()
 local conflicts = {}
 local gone = {}
 local gone_list = {}
 local notices = {}
-for i = 8, #ARGV, 3 do
+local created = {}
+for i = 9, #ARGV, 3 do
   local user, display, room = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local holder = redis.call('HGET', names, user)
   if holder and holder ~= node and alive(nodes, holder, now, ttl) then
@@ -44,7 +45,8 @@ for i = 8, #ARGV, 3 do
     redis.call('HSET', names, user, node)
     if room ~= '' and redis.call('EXISTS', room_key('room', room)) == 0 then
       if lost == '1' then
-        create_room(rooms, room, '')
+        create_room(rooms, room, '', epoch)
+        created[#created + 1] = room
       else
         if not gone[room] then
           gone[room] = true
@@ -70,4 +72,4 @@ end
 if last == '1' then
   redis.call('SET', token_key, token)
 end
-return {conflicts, gone_list, notices}
+return {conflicts, gone_list, notices, created}

@@ -6,8 +6,7 @@
 -- count (O(rooms), plus sorting them), once per snapshot and shared by the
 -- callers of a node that arrive meanwhile (see `Snapshots` in mod.rs). A
 -- listed room without settings (a delete cut off between its two steps) is
--- pruned. Single-Redis only (reads every room), to be split for Redis
--- Cluster (issue 12).
+-- pruned. Reads every room's control keys (one slot).
 local names, rooms = KEYS[1], KEYS[2]
 local limit = tonumber(ARGV[3])
 local found = {}
