@@ -56,7 +56,8 @@ PRIO=()
 if [[ "$PRIORITY" != 0 ]] && nice -n "$PRIORITY" true 2>/dev/null; then PRIO=(nice -n "$PRIORITY"); fi
 
 if [[ -z "${NO_BUILD:-}" ]]; then
-    cargo build --release --locked -p swiftchat --bin swiftchat -p swiftchat-bench
+    cargo build --release --locked -p swiftchat --bin swiftchat
+    cargo build --release --locked -p swiftchat-bench
 fi
 [[ -x "$SERVER" && -x "$BENCH" ]] || { echo "missing $SERVER or $BENCH" >&2; exit 1; }
 
