@@ -11,7 +11,8 @@
 #      docker-compose.cluster.yml (a 6-node Redis Cluster), exercised by
 #      deploy/e2e_cluster.py (up, chat across replicas, docker kill of the
 #      Redis primary that owns the room, chat goes on, the killed node
-#      rejoins as a replica), with the same image: no second build;
+#      rejoins as a replica, cluster-wide shutdown), with the same image:
+#      no second build;
 #   4. everything this run created (containers, network, volumes, the
 #      SwiftChat image of this run) is removed, pass or fail.
 # Prints one line starting with "e2e:" and exits non-zero on any failure.

@@ -11,8 +11,9 @@ deploy/e2e_client.py.
 
 Steps (each must pass, in order):
   rc-up        `compose up -d`: redis-cluster-init exited 0, every Redis node
-               says cluster_state:ok with 3 primaries and 3 replicas, the 3
-               SwiftChat replicas are UP in HAProxy
+               says cluster_state:ok with 3 primaries and 3 replicas, every
+               replica's link to its primary is up, the 3 SwiftChat
+               replicas are UP in HAProxy
   rc-chat      6 clients through the LB land on all 3 replicas; a message
                from each reaches all 6 with one seq
   rc-failover  `docker kill` of the primary that owns the slot of the room's
@@ -26,6 +27,9 @@ Steps (each must pass, in order):
   rc-rejoin    `docker start` of the killed node: it comes back as a replica
                with its replication link up, cluster_state:ok everywhere, and
                chat still reaches everyone
+  rc-shutdown  `compose exec swiftchat swiftchat shutdown --reason ...` (published
+               through the cluster): every client gets SHUTDOWN
+               reconnect:false + close 1001, every SwiftChat container exits 0
 
 Prints one summary line starting with "e2e-cluster:" and "E2E_STEPS ok bad";
 exits non-zero on failure.
@@ -135,6 +139,11 @@ async def main():
         prim = [r for r in rows if "master" in r["flags"]]
         repl = [r for r in rows if "slave" in r["flags"]]
         check(len(prim) == 3 and len(repl) == 3, f"expected 3 primaries and 3 replicas, got {len(prim)}/{len(repl)}")
+        # redis-cluster-init waits for this; a replica that never synced
+        # could not take over below
+        for s, cid in reds.items():
+            r = rcli(cid, "info", "replication")
+            check("role:master" in r or "master_link_status:up" in r, f"{s}: replica link not up")
         await e.wait_lb_up(3, timeout=90)
         passed.append("rc-up")
         notes.append(f"rc-up {time.monotonic() - t:.0f}s")
@@ -244,6 +253,30 @@ async def main():
         passed.append("rc-rejoin")
         notes.append(f"rc-rejoin {took:.0f}s")
         log(f"rc-rejoin: {victim_svc} is a replica again (link up, cluster ok) {took:.1f}s after docker start")
+
+        # ---- rc-shutdown
+        step = "rc-shutdown"
+        running = await asyncio.to_thread(e.containers)
+        t = time.monotonic()
+        await asyncio.to_thread(e.compose, "exec", "-T", e.SERVICE, "swiftchat", "shutdown",
+                                "--reason", "e2e redis cluster shutdown")
+        await until(lambda: all(c.done for c in clients), 15, "SHUTDOWN reconnect:false on every client")
+        await until(lambda: all(c.ws is None for c in clients), 15, "every client closed")
+        for c in clients:
+            last = c.shutdowns[-1]
+            check(last.get("reconnect") is False and last.get("reason") == "e2e redis cluster shutdown",
+                  f"{c.name}: last SHUTDOWN {last}")
+            check(c.closes and c.closes[-1] == 1001, f"{c.name}: close codes {c.closes}, expected 1001 last")
+
+        def all_exited():
+            return all(e.inspect(cid, "{{.State.Status}}") == "exited" for cid in running)
+        await until(all_exited, 20, "every SwiftChat container to exit")
+        codes = {cid[:12]: e.inspect(cid, "{{.State.ExitCode}}") for cid in running}
+        check(all(v == "0" for v in codes.values()), f"exit codes {codes}")
+        passed.append("rc-shutdown")
+        notes.append(f"rc-shutdown {time.monotonic() - t:.1f}s")
+        log(f"rc-shutdown: 6 clients got SHUTDOWN reconnect:false + 1001; {len(running)} containers exited 0 "
+            f"in {time.monotonic() - t:.1f}s")
     except StepFailed as ex:
         log(f"FAILED at {step}: {ex}")
         await asyncio.to_thread(e.dump_logs)

@@ -15,7 +15,10 @@
 #     address and drops the handshake);
 #   - a mix (a node's volume lost): stops with a message, changes nothing;
 #   - then waits until every node says cluster_state:ok with all 16384
-#     slots assigned and ok, and exits 0; non-zero on any failure.
+#     slots assigned and ok, and every replica's link to its primary is up
+#     (a replica that has never synced cannot take over: Redis refuses the
+#     failover, its data being too old), and exits 0; non-zero on any
+#     failure.
 set -eu
 
 NODES=${REDIS_CLUSTER_NODES:-"redis redis-2 redis-3 redis-4 redis-5 redis-6"}
@@ -89,13 +92,21 @@ else
     exit 1
 fi
 
-# 3. healthy everywhere
+# 3. healthy everywhere, replicas in sync
 while :; do
     bad=
     for ip in $ips; do
         st=$(info_field "$ip" cluster_state)
         ok=$(info_field "$ip" cluster_slots_ok)
         [ "$st" = ok ] && [ "$ok" = 16384 ] || bad="$bad $ip(state=$st slots_ok=$ok)"
+        repl=$(cli "$ip" info replication | tr -d '\r')
+        case $repl in
+            *role:slave*)
+                case $repl in
+                    *master_link_status:up*) ;;
+                    *) bad="$bad $ip(replica, link to its primary not up yet)" ;;
+                esac ;;
+        esac
     done
     [ -z "$bad" ] && break
     if [ "$(now)" -ge "$deadline" ]; then
@@ -104,4 +115,4 @@ while :; do
     fi
     sleep 1
 done
-log "cluster ok: $(cli "$(echo $ips | cut -d' ' -f1)" cluster nodes | awk '{ split($2, a, "@"); r = ($3 ~ /master/) ? "primary" : "replica"; printf "%s %s; ", a[1], r }')"
+log "cluster ok, replicas in sync: $(cli "$(echo $ips | cut -d' ' -f1)" cluster nodes | awk '{ split($2, a, "@"); r = ($3 ~ /master/) ? "primary" : "replica"; printf "%s %s; ", a[1], r }')"
