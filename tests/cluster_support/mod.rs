@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod chaos;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};

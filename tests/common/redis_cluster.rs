@@ -130,7 +130,29 @@ impl RedisCluster {
             );
         }
         cluster.wait_state_ok(Duration::from_secs(20));
+        cluster.wait_replicas_synced(Duration::from_secs(20));
         cluster
+    }
+
+    /// Waits until every replica's link to its primary is up (its first
+    /// full sync done). Panics after `within`.
+    pub fn wait_replicas_synced(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        for n in &self.nodes {
+            loop {
+                let info = match n.cmd(&["INFO", "replication"]) {
+                    Resp::Bulk(Some(s)) => s,
+                    other => format!("{other:?}"),
+                };
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    panic!("replica {} not synced within {within:?}: {info}", n.port);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
 
     /// Seed list for `redis.url` with `redis.cluster = true`:
@@ -356,6 +378,10 @@ fn spawn_node(exe: &Path) -> ClusterNode {
                 // A replica with a stale link may still be promoted (tests
                 // kill primaries right after writes).
                 "--cluster-replica-validity-factor",
+                "0",
+                // Replicas sync at once (the default waits 5 s for more of
+                // them): a failover test must not promote an empty replica.
+                "--repl-diskless-sync-delay",
                 "0",
                 "--dir",
             ])
