@@ -271,6 +271,7 @@ PY
     echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); load average before ${LOAD_BEFORE}, after ${LOAD_AFTER}; $(redis-server --version | grep -o 'v=[0-9.]*')"
     echo "- command: \`$(env | grep -E '^(CONNECTIONS|ROOMS|SENDERS|DELIVERIES|SECS|RUNS|QUIET_WAIT|PRIORITY|ONLY|NO_BUILD)=' | tr '\n' ' ')bash bench/cluster-fanout.sh\`"
     echo "- load: $CONNECTIONS connections over 2 release-build nodes, $ROOMS rooms, $SENDERS senders, $DELIVERIES deliveries/s offered, ${SECS} s per run, $RUNS run(s) per setup; redis, nodes and generator at nice $PRIORITY; Redis without persistence"
+    echo "- caveat: on a shared machine latency percentiles swing between runs (compare the repeats); CPU seconds per process are the steadier figure."
     echo "- \"other CPU\" is what the rest of the machine used during the measured window: large means the run shared the 2 cores."
     echo
     echo "## Summary"
