@@ -407,7 +407,7 @@ async fn killed_node_disappears_after_its_ttl() {
             "listed {gone_after:?} after SIGKILL (ttl 3 s)"
         );
         // The index forgets it too (no growth with nodes that came and went).
-        let index = redis.cmd(&["ZRANGE", "swiftchat:nodeinfo", "0", "-1"]);
+        let index = redis.cmd(&["ZRANGE", "swiftchat:{global}:nodeinfo", "0", "-1"]);
         assert!(
             !format!("{index:?}").contains(&victim_id),
             "index still holds {victim_id}: {index:?}"

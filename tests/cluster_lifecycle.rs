@@ -82,7 +82,7 @@ async fn shutdown_reaches_every_node(trigger: Trigger) {
             cmd.args([
                 "shutdown",
                 "--redis",
-                &cluster.redis.url(),
+                &cluster.redis().url(),
                 "--reason",
                 &reason,
             ]);

@@ -10,6 +10,8 @@
 mod cluster_support;
 mod common;
 
+use common::Backend;
+
 use std::time::{Duration, Instant};
 
 use cluster_support::*;
@@ -21,10 +23,9 @@ const QUIET: Duration = Duration::from_millis(300);
 
 /// A message sent on any node reaches the room's members on every node,
 /// and only them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cross_node_delivery() {
+async fn cross_node_delivery(backend: Backend) {
     bounded(async {
-        let cluster = Cluster::start(3).await;
+        let cluster = Cluster::start_on(backend, 3).await;
         let mut a = cluster.node(0).login("CrossA").await;
         let mut b = cluster.node(1).login("CrossB").await;
         let mut c = cluster.node(2).login("CrossC").await;
@@ -92,10 +93,9 @@ async fn collect_messages(c: &mut Client, total: usize) -> Vec<Value> {
 /// Guarantee 1: senders on three nodes at once; every member on every node
 /// sees the same messages with `seq` 1..N in that order, exactly once, and
 /// each sender's messages in the order sent.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_senders_same_order_gapless_seq() {
+async fn concurrent_senders_same_order_gapless_seq(backend: Backend) {
     bounded(async {
-        let cluster = Cluster::start(3).await;
+        let cluster = Cluster::start_on(backend, 3).await;
         let room = "raceroom";
         let mut s0 = cluster.node(0).login("RaceS0").await;
         s0.create_room(room).await;
@@ -163,10 +163,9 @@ async fn concurrent_senders_same_order_gapless_seq() {
 
 /// Guarantee 2: CACHE_UPDATE (rooms, states, counts) is the same from every
 /// node within 1 s.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cache_agreement_across_nodes() {
+async fn cache_agreement_across_nodes(backend: Backend) {
     bounded(async {
-        let cluster = Cluster::start(3).await;
+        let cluster = Cluster::start_on(backend, 3).await;
         let mut a = cluster.node(0).login("CacheA").await;
         a.create_room("alpha").await;
         let mut b = cluster.node(1).login("CacheB").await;
@@ -232,11 +231,10 @@ async fn cache_agreement_across_nodes() {
 /// Concurrent logins and moves on one node: each CACHE_UPDATE already
 /// counts the change it answers (the node shares one snapshot between
 /// concurrent callers, but only one taken after each of them asked).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_logins_and_moves_each_count_themselves() {
+async fn concurrent_logins_and_moves_each_count_themselves(backend: Backend) {
     bounded(async {
         const WAVE: usize = 12;
-        let cluster = Cluster::start(2).await;
+        let cluster = Cluster::start_on(backend, 2).await;
         let addr = cluster.node(0).addr();
         let mut clients: Vec<Client> = Vec::new();
         for wave in 0..2 {
@@ -302,10 +300,9 @@ async fn everyone_gets(
 
 /// Guarantee 3: lock, unlock, kick, ban, unban, close, open and delete by an
 /// owner on one node take effect for clients on the other nodes within 1 s.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn room_controls_across_nodes_within_one_second() {
+async fn room_controls_across_nodes_within_one_second(backend: Backend) {
     bounded(async {
-        let cluster = Cluster::start(3).await;
+        let cluster = Cluster::start_on(backend, 3).await;
         let room = "club";
         let mut owner = cluster.node(0).login("ClubOwner").await;
         owner.create_room(room).await;
@@ -469,7 +466,7 @@ async fn room_controls_across_nodes_within_one_second() {
 async fn subscriptions_follow_local_members_and_prefix() {
     bounded(async {
         let cluster = Cluster::start_with(2, |c| c.redis.key_prefix = "sctest".into()).await;
-        let redis = &cluster.redis;
+        let redis = cluster.redis();
         let channel = "sctest:ch:{subs}";
         assert_eq!(numsub(redis, channel), 0);
         let mut a = cluster.node(0).login("SubsA").await;
@@ -526,3 +523,11 @@ async fn subscriptions_follow_local_members_and_prefix() {
     })
     .await
 }
+
+cluster_tests!(
+    cross_node_delivery,
+    concurrent_senders_same_order_gapless_seq,
+    cache_agreement_across_nodes,
+    concurrent_logins_and_moves_each_count_themselves,
+    room_controls_across_nodes_within_one_second,
+);

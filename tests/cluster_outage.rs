@@ -78,7 +78,7 @@ async fn redis_outage_of_20s_then_recovery_without_reconnect() {
         let before = b.recv_until(&expect::message("OutA", "before")).await;
         let seq_before = before["d"]["seq"].as_u64().expect("seq");
 
-        cluster.redis.stop();
+        cluster.redis_mut().stop();
         let stopped = Instant::now();
         // Refused, not dropped; the connections stay open.
         assert!(
@@ -106,7 +106,7 @@ async fn redis_outage_of_20s_then_recovery_without_reconnect() {
         assert!(!try_send(&mut b, "still down").await);
         report("outage: length", stopped.elapsed());
 
-        cluster.redis.restart();
+        cluster.redis_mut().restart();
         let restarted = Instant::now();
         for node in &cluster.nodes {
             wait_readyz(node, 200, FIVE_SECONDS * 2).await;
@@ -150,8 +150,8 @@ async fn redis_outage_of_20s_then_recovery_without_reconnect() {
         impostor.recv_until(&expect::notice("name_taken")).await;
         // The member that left during the outage: its node dropped the
         // subscription the client library restored.
-        wait_numsub(&cluster.redis, "swiftchat:ch:{strayroom}", 0).await;
-        wait_numsub(&cluster.redis, "swiftchat:ch:{outroom}", 2).await;
+        wait_numsub(cluster.redis(), "swiftchat:ch:{strayroom}", 0).await;
+        wait_numsub(cluster.redis(), "swiftchat:ch:{outroom}", 2).await;
         b.send_message("reply").await;
         a.recv_until(&expect::message("OutB", "reply")).await;
     })
@@ -175,13 +175,13 @@ async fn redis_restart_with_data_keeps_rooms_and_frees_leftover_names() {
         let leaver = cluster.node(1).login("KeepLeaver").await;
         let first = a.roundtrip("first").await;
 
-        assert_eq!(cluster.redis.cmd(&["SAVE"]), Resp::Simple("OK".into()));
-        cluster.redis.stop();
+        assert_eq!(cluster.redis().cmd(&["SAVE"]), Resp::Simple("OK".into()));
+        cluster.redis_mut().stop();
         let stopped = Instant::now();
         leaver.close().await;
         wait_readyz(cluster.node(1), 503, FIVE_SECONDS).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        cluster.redis.restart();
+        cluster.redis_mut().restart();
         let restarted = Instant::now();
         report("outage with data: length", stopped.elapsed());
         for node in &cluster.nodes {
@@ -298,11 +298,11 @@ async fn killed_subscriber_connection_resubscribes() {
         let mut a = cluster.node(0).login("SubKillA").await;
         let mut b = cluster.node(1).login("SubKillB").await;
         a.settle().await;
-        let ids = subscriber_ids(&cluster.redis);
+        let ids = subscriber_ids(cluster.redis());
         assert_eq!(ids.len(), 2, "one subscriber connection per node: {ids:?}");
 
         for id in &ids {
-            cluster.redis.cmd(&["CLIENT", "KILL", "ID", id]);
+            cluster.redis().cmd(&["CLIENT", "KILL", "ID", id]);
         }
         let killed = Instant::now();
         // Messages published while a node is not subscribed are lost for it
@@ -326,7 +326,7 @@ async fn killed_subscriber_connection_resubscribes() {
         let took = killed.elapsed();
         report("subscriber killed: cross-node delivery again", took);
         assert!(took <= FIVE_SECONDS);
-        wait_numsub(&cluster.redis, "swiftchat:ch:{general}", 2).await;
+        wait_numsub(cluster.redis(), "swiftchat:ch:{general}", 2).await;
 
         // Kill it over and over: the node is not ready meanwhile, although
         // every command still works.
@@ -337,8 +337,8 @@ async fn killed_subscriber_connection_resubscribes() {
         while flapping.elapsed() < Duration::from_secs(1)
             || (saw_503.is_none() && flapping.elapsed() < Duration::from_secs(4))
         {
-            for id in subscriber_ids(&cluster.redis) {
-                cluster.redis.cmd(&["CLIENT", "KILL", "ID", &id]);
+            for id in subscriber_ids(cluster.redis()) {
+                cluster.redis().cmd(&["CLIENT", "KILL", "ID", &id]);
             }
             if saw_503.is_none() && readyz(cluster.node(1)).await == 503 {
                 saw_503 = Some(flapping.elapsed());
@@ -395,7 +395,7 @@ async fn reaped_node_reregisters_and_evacuates_deleted_rooms() {
             c.redis.node_ttl_secs = 3;
         })
         .await;
-        let redis = &cluster.redis;
+        let redis = cluster.redis();
         let mut a = cluster.node(0).login("ReapA").await;
         a.create_room("goneroom").await;
         let mut b = cluster.node(0).login("ReapB").await;
@@ -415,7 +415,7 @@ async fn reaped_node_reregisters_and_evacuates_deleted_rooms() {
             redis.cmd(&["HDEL", "swiftchat:{global}:names", &pair[0]]);
             redis.cmd(&[
                 "HDEL",
-                &format!("swiftchat:members:{{{}}}", pair[1]),
+                &format!("swiftchat:{{global}}:members:{}", pair[1]),
                 &pair[0],
             ]);
         }
@@ -425,8 +425,8 @@ async fn reaped_node_reregisters_and_evacuates_deleted_rooms() {
             vec!["DEL", &format!("swiftchat:{{global}}:node:{node}:token")],
             vec![
                 "DEL",
-                "swiftchat:room:{goneroom}",
-                "swiftchat:members:{goneroom}",
+                "swiftchat:{global}:room:goneroom",
+                "swiftchat:{global}:members:goneroom",
             ],
             vec!["SREM", "swiftchat:{global}:rooms", "goneroom"],
         ] {

@@ -20,6 +20,8 @@
 mod cluster_support;
 mod common;
 
+use common::Backend;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -54,27 +56,24 @@ fn count(frames: &[Value], e: &expect::Expect) -> usize {
 /// SIGKILL of a node process: the members who remain in its users' rooms,
 /// on both surviving nodes, get `left` exactly once, within the ttl plus two
 /// reaper rounds; a room above `presence_notice_max_members` gets none.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill9_announces_left_once_with_two_survivors() {
+async fn kill9_announces_left_once_with_two_survivors(backend: Backend) {
     bounded(async {
-        let cluster = Cluster::start_with(2, short_presence).await;
+        let cluster = Cluster::start_with_on(backend, 2, short_presence).await;
         let (heartbeat, ttl, max) = (
             HEARTBEAT_SECS.to_string(),
             TTL_SECS.to_string(),
             NOTICE_MAX.to_string(),
         );
-        let (mut process, addr, _dir) = spawn_binary_node(
-            &cluster.redis,
-            &[
+        let (mut process, addr, _dir) = cluster
+            .spawn_binary(&[
                 ("SWIFTCHAT_REDIS__HEARTBEAT_SECS", heartbeat.as_str()),
                 ("SWIFTCHAT_REDIS__NODE_TTL_SECS", ttl.as_str()),
                 (
                     "SWIFTCHAT_LIMITS__PRESENCE_NOTICE_MAX_MEMBERS",
                     max.as_str(),
                 ),
-            ],
-        )
-        .await;
+            ])
+            .await;
         // On the node that dies: one user in a small room, one in a big one.
         let mut doom_a = Client::connect(addr).await;
         doom_a.identify("DoomA").await;
@@ -174,7 +173,7 @@ fn write_dead_node(redis: &RedisServer, node: &str, users: &[(String, String, St
         for (key, display, room) in chunk {
             names.extend([key.clone(), node.to_string()]);
             listed.extend([key.clone(), room.clone()]);
-            let members = format!("swiftchat:members:{{{room}}}");
+            let members = format!("swiftchat:{{global}}:members:{room}");
             redis_ok(redis, &["HSET", &members, key, display]);
         }
         redis_ok(redis, &names.iter().map(String::as_str).collect::<Vec<_>>());
@@ -214,7 +213,7 @@ async fn login_taking_over_a_dead_nodes_name_announces_left() {
             "Ghost".to_string(),
             "ghostroom".to_string(),
         )];
-        write_dead_node(&cluster.redis, "ghostnode", &ghost);
+        write_dead_node(cluster.redis(), "ghostnode", &ghost);
         let (_, v) = wait_cache(&mut watcher, ONE_SECOND, "ghost counted", |v| {
             room_users(v, "ghostroom") == 2
         })
@@ -232,7 +231,7 @@ async fn login_taking_over_a_dead_nodes_name_announces_left() {
         assert!(
             matches!(
                 cluster
-                    .redis
+                    .redis()
                     .cmd(&["ZSCORE", "swiftchat:{global}:nodes", "ghostnode"]),
                 Resp::Bulk(Some(_))
             ),
@@ -294,7 +293,7 @@ async fn reaping_a_large_dead_node_announces_each_user_once() {
                 (format!("mass{i}"), format!("Mass{i}"), room.to_string())
             })
             .collect();
-        write_dead_node(&cluster.redis, "massnode", &users);
+        write_dead_node(cluster.redis(), "massnode", &users);
         let written = Instant::now();
 
         let small: Vec<&str> = users
@@ -386,3 +385,5 @@ async fn node_reaped_while_alive_announces_its_users_again() {
     })
     .await
 }
+
+cluster_tests!(kill9_announces_left_once_with_two_survivors);

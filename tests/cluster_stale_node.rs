@@ -51,7 +51,11 @@ fn reap_by_hand(redis: &RedisServer, user: &str, room: &str, token: bool) -> Str
         .unwrap_or_else(|| panic!("no node holds {user}: {nodes:?}"))
         .clone();
     redis.cmd(&["HDEL", "swiftchat:{global}:names", user]);
-    redis.cmd(&["HDEL", &format!("swiftchat:members:{{{room}}}"), user]);
+    redis.cmd(&[
+        "HDEL",
+        &format!("swiftchat:{{global}}:members:{room}"),
+        user,
+    ]);
     redis.cmd(&[
         "HDEL",
         &format!("swiftchat:{{global}}:node:{node}:users"),
@@ -145,7 +149,7 @@ async fn a_stale_session_never_touches_the_new_holder_of_its_name() {
         );
         // The name and the membership are the new holder's.
         assert_eq!(
-            text(redis.cmd(&["HGET", "swiftchat:members:{general}", "twin"])).as_deref(),
+            text(redis.cmd(&["HGET", "swiftchat:{global}:members:general", "twin"])).as_deref(),
             Some("TWIN")
         );
         let holder = text(redis.cmd(&["HGET", "swiftchat:{global}:names", "twin"]));

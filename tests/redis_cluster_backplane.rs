@@ -274,3 +274,41 @@ async fn a_primarys_failover_loses_no_client_and_no_message() {
 fn is_primary(cluster: &RedisCluster, i: usize) -> bool {
     format!("{:?}", cluster.nodes[i].cmd(&["ROLE"])).contains("master")
 }
+
+/// Measurement (run with `--ignored --nocapture`), for the choice of one
+/// hash tag per room over a fixed number of partitions: the price of a tag
+/// per room is one subscription per room and slot, so a resubscription
+/// after a cut sends one SSUBSCRIBE per slot in use. `MEASURE_ROOMS` rooms
+/// (default 1,000), one member each, on one node; every subscriber
+/// connection is cut; prints how long until every room hears a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: run with --ignored --nocapture"]
+async fn measure_resubscription_of_many_rooms() {
+    let rooms: usize = std::env::var("MEASURE_ROOMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let cluster = tokio::task::block_in_place(RedisCluster::start);
+    let node = node_on(&cluster, "many").await;
+    let mut clients = Vec::with_capacity(rooms);
+    for i in 0..rooms {
+        let name = format!("m{i}");
+        clients.push(member_in(&node, &name, &format!("many{i}")).await);
+    }
+    for client in clients.iter_mut() {
+        client.roundtrip("before").await;
+    }
+    let cut = Instant::now();
+    for n in &cluster.nodes {
+        for id in pubsub_clients(n.port) {
+            n.cmd(&["CLIENT", "KILL", "ID", &id]);
+        }
+    }
+    for client in clients.iter_mut() {
+        client.roundtrip("after").await;
+    }
+    println!(
+        "MEASURED: {rooms} rooms (one SSUBSCRIBE per slot in use) heard again {} ms after the cut",
+        cut.elapsed().as_millis()
+    );
+}

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use swiftchat::config::Config;
 
 use crate::common::binary::{self, Process};
-use crate::common::{self, expect, http, Client, RedisServer, TestNode};
+use crate::common::{self, expect, http, Backend, Client, RedisServer, SharedBackplane, TestNode};
 
 /// JWT secret of every cluster test node.
 pub const SECRET: &str = "cluster-test-secret";
@@ -23,9 +23,10 @@ pub const SHUTDOWN_KEY: &str = "cluster-test-shutdown-key";
 /// Guarantee 3 of PROTOCOL.md: changes reach every node within 1 s.
 pub const ONE_SECOND: Duration = Duration::from_secs(1);
 
-/// Nodes sharing one Redis.
+/// Nodes sharing one Redis, or one key prefix of the shared Redis Cluster
+/// ([`Cluster::start_on`] with [`Backend::RedisCluster`]).
 pub struct Cluster {
-    pub redis: RedisServer,
+    backplane: SharedBackplane,
     pub nodes: Vec<TestNode>,
 }
 
@@ -45,23 +46,89 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with `f` applied to every node's config.
     pub async fn start_with(n: usize, f: impl Fn(&mut Config)) -> Cluster {
-        let redis = RedisServer::start();
+        Cluster::start_with_on(Backend::Redis, n, f).await
+    }
+
+    /// `n` nodes on a fresh `redis-server` ([`Backend::Redis`]) or on the
+    /// shared Redis Cluster ([`Backend::RedisCluster`]).
+    pub async fn start_on(backend: Backend, n: usize) -> Cluster {
+        Cluster::start_with_on(backend, n, |_| {}).await
+    }
+
+    /// Like [`Cluster::start_on`], with `f` applied to every node's config.
+    pub async fn start_with_on(backend: Backend, n: usize, f: impl Fn(&mut Config)) -> Cluster {
+        let backplane = SharedBackplane::start(backend);
         let mut nodes = Vec::with_capacity(n);
         for _ in 0..n {
             nodes.push(
-                TestNode::start_on_redis(&redis, |c| {
-                    node_config(c);
-                    f(c);
-                })
-                .await,
+                backplane
+                    .node(|c| {
+                        node_config(c);
+                        f(c);
+                    })
+                    .await,
             );
         }
-        Cluster { redis, nodes }
+        Cluster { backplane, nodes }
+    }
+
+    /// A real `swiftchat` process on this cluster's backplane, with `env`
+    /// on top (see [`spawn_binary_node`]).
+    pub async fn spawn_binary(
+        &self,
+        env: &[(&str, &str)],
+    ) -> (Process, std::net::SocketAddr, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = binary::command(dir.path());
+        cmd.args(["serve", "--bind", "127.0.0.1:0"]);
+        for (key, value) in self.backplane.env() {
+            cmd.env(key, value);
+        }
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let mut process = Process::spawn(cmd);
+        let addr = process.wait_listening(Duration::from_secs(20)).await;
+        (process, addr, dir)
+    }
+
+    /// The single `redis-server` (tests that stop or inspect it).
+    pub fn redis(&self) -> &RedisServer {
+        self.backplane
+            .redis
+            .as_ref()
+            .expect("this test needs a single redis-server")
+    }
+
+    pub fn redis_mut(&mut self) -> &mut RedisServer {
+        self.backplane
+            .redis
+            .as_mut()
+            .expect("this test needs a single redis-server")
     }
 
     pub fn node(&self, i: usize) -> &TestNode {
         &self.nodes[i]
     }
+}
+
+/// Generates, for each `async fn NAME(backend: Backend)` listed, a module
+/// `NAME` with two tests, `redis` and `redis_cluster`: the cluster suites
+/// on one Redis and on the shared Redis Cluster.
+#[macro_export]
+macro_rules! cluster_tests {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                super::$name($crate::common::Backend::Redis).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_cluster() {
+                super::$name($crate::common::Backend::RedisCluster).await
+            }
+        }
+    )+};
 }
 
 /// Logs in `name` on `node` as an admin (IDENTIFY with an admin JWT).

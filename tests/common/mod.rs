@@ -141,6 +141,15 @@ impl SharedBackplane {
         }
     }
 
+    /// The environment that points a `swiftchat` process at this backplane.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("SWIFTCHAT_REDIS__URL", self.url.clone()),
+            ("SWIFTCHAT_REDIS__CLUSTER", self.cluster.to_string()),
+            ("SWIFTCHAT_REDIS__KEY_PREFIX", self.prefix.clone()),
+        ]
+    }
+
     /// Starts a node on this backplane: base config, the backplane's
     /// settings, then `f`.
     pub async fn node(&self, f: impl FnOnce(&mut Config)) -> TestNode {
