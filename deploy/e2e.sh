@@ -152,6 +152,7 @@ fi
 # ---- 2./3. the parts, each through its Python driver
 export E2E_PROJECT=$PROJECT E2E_COMPOSE="$COMPOSE" LB_PORT
 export COMPOSE_PROJECT_NAME=$PROJECT    # for deploy/rolling-restart.sh
+export PYTHONDONTWRITEBYTECODE=1        # e2e_cluster.py imports e2e_client.py: no __pycache__ in deploy/
 ok=0; bad=0; summaries=()
 # run_part NAME DRIVER COMPOSE_ARGS: adds to ok/bad, keeps the PASS line
 run_part() {
