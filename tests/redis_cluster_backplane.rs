@@ -289,11 +289,24 @@ async fn measure_resubscription_of_many_rooms() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     let cluster = tokio::task::block_in_place(RedisCluster::start);
-    let node = node_on(&cluster, "many").await;
+    let mut config = common::base_config();
+    config.redis.url = cluster.url();
+    config.redis.cluster = true;
+    config.redis.key_prefix = "many".into();
+    node_config(&mut config);
+    // Every creation is announced to everyone: room for all of them.
+    config.limits.outbound_queue = 4 * rooms + 64;
+    let node = TestNode::start_with_config(config).await;
     let mut clients = Vec::with_capacity(rooms);
     for i in 0..rooms {
-        let name = format!("m{i}");
-        clients.push(member_in(&node, &name, &format!("many{i}")).await);
+        let (name, room) = (format!("m{i}"), format!("many{i}"));
+        let mut client = node.connect().await;
+        client.send_identify(json!({ "name": name })).await;
+        client.recv_until(&expect::op(4)).await;
+        client.command(&format!("\\join {room}")).await;
+        client.recv_until(&expect::cache_me(&name, &room)).await;
+        client.label = name;
+        clients.push(client);
     }
     for client in clients.iter_mut() {
         client.roundtrip("before").await;

@@ -121,6 +121,7 @@ contract!(
     member_lists_and_room_count_are_bounded,
     owned_rooms_are_counted_per_owner_and_freed_by_delete,
     rooms_empty_for_the_ttl_are_deleted_once,
+    login_claims_and_joins_or_keeps_nothing,
 );
 
 fn join<'a>(user: &'a str, room: &'a str, previous: Option<&'a str>) -> JoinRequest<'a> {
@@ -174,6 +175,30 @@ async fn claim_and_release_are_idempotent(s: Subject) {
     );
     assert_eq!(b.release_name("ann", Some("general")).await.unwrap(), None);
     assert!(!b.is_member("general", "ann").await.unwrap());
+}
+
+/// A login claims and joins in one step; a taken name is `None`, and a
+/// refused join keeps no claim.
+async fn login_claims_and_joins_or_keeps_nothing(s: Subject) {
+    let b = &s.backplane;
+    let mut login = join("ann", "general", None);
+    login.create = false;
+    let outcome = b.login(login.clone()).await.unwrap().expect("claimed");
+    assert_eq!(joined_members(outcome), (1, None));
+    assert!(b.is_member("general", "ann").await.unwrap());
+    assert_eq!(b.login(login).await.unwrap(), None, "the name is taken");
+    let mut missing = join("bob", "nope", None);
+    missing.create = false;
+    assert_eq!(
+        b.login(missing).await.unwrap(),
+        Some(JoinOutcome::NoSuchRoom)
+    );
+    assert!(
+        b.claim_name("bob", "bob").await.unwrap(),
+        "a refused login keeps no claim"
+    );
+    let snapshot = b.snapshot(10).await.unwrap();
+    assert_eq!(snapshot.users, 2, "ann and bob's own claim");
 }
 
 async fn join_checks_missing_banned_closed_locked_in_that_order(s: Subject) {

@@ -321,6 +321,25 @@ pub trait Backplane: Send + Sync + 'static {
     /// one atomic step.
     async fn join_room(&self, request: JoinRequest<'_>) -> BackplaneResult<JoinOutcome>;
 
+    /// A login: [`claim_name`](Self::claim_name) then
+    /// [`join_room`](Self::join_room) (no previous room), and the name given
+    /// back when the join is refused. `None`: the name is taken. A backplane
+    /// that can do both in one round trip does (Redis: `login.lua`).
+    async fn login(&self, request: JoinRequest<'_>) -> BackplaneResult<Option<JoinOutcome>> {
+        if !self
+            .claim_name(request.user_key, request.display_name)
+            .await?
+        {
+            return Ok(None);
+        }
+        let key = request.user_key;
+        let outcome = self.join_room(request).await;
+        if !matches!(outcome, Ok(JoinOutcome::Joined { .. })) {
+            let _ = self.release_name(key, None).await;
+        }
+        outcome.map(Some)
+    }
+
     /// A room's settings; `None` if it does not exist.
     async fn room(&self, room: &str) -> BackplaneResult<Option<RoomInfo>>;
 

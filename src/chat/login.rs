@@ -64,20 +64,14 @@ impl Session {
         };
         let key = user_key(name);
         let backplane = self.chat.backplane.clone();
-        if !backplane.claim_name(&key, name).await? {
-            return Err(Refusal::new(
-                NoticeCode::NameTaken,
-                format!("The name {name} is taken."),
-            ));
-        }
+        // Subscribed before the login makes the user a member, so that no
+        // message of the room falls between the two (see the registry).
         let registry = self.chat.registry.clone();
-        if let Err(error) = registry.acquire_room(&*backplane, &room).await {
-            let _ = backplane.release_name(&key, None).await;
-            return Err(error.into());
-        }
+        registry.acquire_room(&*backplane, &room).await?;
         let owner_id = ownership::owner_id(config.auth.mode, &key, &self.connection_id);
+        // Name claim and join in one step (one round trip on Redis).
         let outcome = backplane
-            .join_room(JoinRequest {
+            .login(JoinRequest {
                 user_key: &key,
                 display_name: name,
                 room: &room,
@@ -91,12 +85,14 @@ impl Session {
             })
             .await;
         let (members, joined_seq) = match outcome {
-            Ok(JoinOutcome::Joined { members, seq, .. }) => (members, seq),
+            Ok(Some(JoinOutcome::Joined { members, seq, .. })) => (members, seq),
             other => {
                 registry.abandon_join(&*backplane, &room);
-                let _ = backplane.release_name(&key, None).await;
                 return Err(match other {
-                    Ok(refused) => Refusal::join(refused, &room),
+                    Ok(None) => {
+                        Refusal::new(NoticeCode::NameTaken, format!("The name {name} is taken."))
+                    }
+                    Ok(Some(refused)) => Refusal::join(refused, &room),
                     Err(error) => error.into(),
                 });
             }

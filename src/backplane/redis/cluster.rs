@@ -26,6 +26,15 @@
 //!     resubscribes every wanted channel at each supervisor tick until it
 //!     succeeds (once the replica is promoted) and fills gaps from history.
 //!
+//! One hash tag per room rather than a fixed number of partitions: a
+//! partition scheme bounds the subscriptions per shard, but per-room tags
+//! keep a room's messages, history and channel on its own slot with
+//! nothing to map, and their one cost, one SSUBSCRIBE per slot in use after
+//! a cut, is small: measured with 1,000 rooms on one node, every room heard
+//! again 840 ms after all subscriber connections were killed (most of it
+//! the supervisor's 1 s tick; `cargo test --release --test
+//! redis_cluster_backplane -- --ignored --nocapture`).
+//!
 //! Global state sits in one slot (`{global}`): written per login, move,
 //! moderation command and heartbeat, never per message, so one shard
 //! carries it. The alternative (centrifuge's: N partitions with

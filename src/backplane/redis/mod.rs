@@ -668,6 +668,65 @@ impl Backplane for RedisBackplane {
             .inspect_err(|_| inner.needs_reconcile.store(true, Ordering::Release))
     }
 
+    /// `login.lua`: claim and join in one script (see `join_room` for the
+    /// `seq`); the claim is recorded like [`Backplane::claim_name`]'s.
+    async fn login(&self, request: JoinRequest<'_>) -> BackplaneResult<Option<JoinOutcome>> {
+        let inner = &self.inner;
+        let gate = inner.claim_gate.read().await;
+        if !inner.claims().insert(request.user_key.to_string()) {
+            // Held by a connection of this node.
+            return Ok(None);
+        }
+        let floor = inner.subscriber.seq_floor(request.room);
+        let result = scripts::login(
+            &**inner,
+            &inner.keys,
+            &inner.node_id,
+            &request,
+            &new_epoch(),
+            inner.ttl_ms(),
+        )
+        .await;
+        if !matches!(
+            result,
+            Ok(scripts::LoggedIn {
+                outcome: Some(JoinOutcome::Joined { .. }),
+                ..
+            })
+        ) {
+            inner.claims().remove(request.user_key);
+        }
+        if result.is_err() {
+            // The claim may have been applied before the answer was lost.
+            inner.needs_reconcile.store(true, Ordering::Release);
+        }
+        drop(gate);
+        let logged_in = result?;
+        // A dead node's user taken over: its room hears `left` first.
+        inner.announce(&logged_in.notices).await;
+        Ok(match logged_in.outcome {
+            Some(JoinOutcome::Joined {
+                created,
+                members,
+                previous_members,
+                ..
+            }) => {
+                if created {
+                    inner
+                        .room_data(request.room, RoomData::Create, &logged_in.epoch)
+                        .await?;
+                }
+                Some(JoinOutcome::Joined {
+                    created,
+                    members,
+                    previous_members,
+                    seq: if created { 0 } else { floor },
+                })
+            }
+            other => other,
+        })
+    }
+
     /// The join script (control slot), then for a created room its gate
     /// (message slot). The `seq` the membership began at is the highest
     /// this node relayed in the room *before* the script: the room is

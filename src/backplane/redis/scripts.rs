@@ -57,9 +57,15 @@ pub(super) trait Eval: Send + Sync {
 }
 
 const COMMON: &str = include_str!("lua/common.lua");
+/// The join logic, shared by `join.lua` and `login.lua`.
+const JOIN_ROOM: &str = include_str!("lua/join_room.lua");
 
 fn with_common(body: &str) -> Script {
     Script::new(&format!("{COMMON}{body}"))
+}
+
+fn with_join(body: &str) -> Script {
+    Script::new(&format!("{COMMON}{JOIN_ROOM}{body}"))
 }
 
 /// The compiled scripts (hashing each once per process).
@@ -67,6 +73,7 @@ struct Scripts {
     claim: Script,
     release: Script,
     join: Script,
+    login: Script,
     change_room: Script,
     room_data: Script,
     set_ban: Script,
@@ -84,7 +91,8 @@ struct Scripts {
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     claim: with_common(include_str!("lua/claim.lua")),
     release: with_common(include_str!("lua/release.lua")),
-    join: Script::new(include_str!("lua/join.lua")),
+    join: with_join(include_str!("lua/join.lua")),
+    login: with_join(include_str!("lua/login.lua")),
     change_room: with_common(include_str!("lua/change_room.lua")),
     room_data: Script::new(include_str!("lua/room_data.lua")),
     set_ban: Script::new(include_str!("lua/set_ban.lua")),
@@ -180,7 +188,24 @@ pub(super) async fn join(
     request: &JoinRequest<'_>,
     new_epoch: &str,
 ) -> BackplaneResult<(JoinOutcome, String)> {
-    let mut call = SCRIPTS.join.prepare_invoke();
+    let mut call = common_call(&SCRIPTS.join, keys);
+    join_keys(&mut call, keys, node, request);
+    if let Some(previous) = request.previous_room {
+        call.key(keys.members(previous));
+    }
+    join_args(&mut call, node, request, new_epoch);
+    let reply: Vec<Value> = r.eval("join_room", call).await?;
+    let epoch = reply.get(4).and_then(text).unwrap_or_default();
+    Ok((join_outcome(&reply)?, epoch))
+}
+
+/// The keys `join.lua` and `login.lua` share (`previous room` aside).
+fn join_keys(
+    call: &mut ScriptInvocation<'static>,
+    keys: &Keys,
+    node: &str,
+    request: &JoinRequest<'_>,
+) {
     let room = request.room;
     call.key(keys.room(room))
         .key(keys.bans(room))
@@ -190,9 +215,16 @@ pub(super) async fn join(
         .key(keys.names())
         .key(keys.owned(request.owner))
         .key(keys.empty_rooms());
-    if let Some(previous) = request.previous_room {
-        call.key(keys.members(previous));
-    }
+}
+
+/// The arguments `join.lua` and `login.lua` share.
+fn join_args(
+    call: &mut ScriptInvocation<'static>,
+    node: &str,
+    request: &JoinRequest<'_>,
+    new_epoch: &str,
+) {
+    let room = request.room;
     call.arg(request.user_key)
         .arg(request.display_name)
         .arg(flag(request.password_hash.is_some()))
@@ -209,9 +241,51 @@ pub(super) async fn join(
         )
         .arg(request.previous_room.unwrap_or(""))
         .arg(new_epoch);
-    let reply: Vec<Value> = r.eval("join_room", call).await?;
-    let epoch = reply.get(4).and_then(text).unwrap_or_default();
-    Ok((join_outcome(&reply)?, epoch))
+}
+
+/// What `login.lua` reports.
+#[derive(Debug)]
+pub(super) struct LoggedIn {
+    /// `None`: the name is taken.
+    pub outcome: Option<JoinOutcome>,
+    /// The room's epoch when joined.
+    pub epoch: String,
+    /// The `left` of a dead holder's room the claim took the user out of.
+    pub notices: Vec<PresenceNotice>,
+}
+
+/// `login.lua`: claim and join in one step (`request.previous_room` is
+/// ignored: a login has none).
+pub(super) async fn login(
+    r: &impl Eval,
+    keys: &Keys,
+    node: &str,
+    request: &JoinRequest<'_>,
+    new_epoch: &str,
+    ttl_ms: u64,
+) -> BackplaneResult<LoggedIn> {
+    let mut call = common_call(&SCRIPTS.login, keys);
+    join_keys(&mut call, keys, node, request);
+    call.key(keys.nodes());
+    let request = JoinRequest {
+        previous_room: None,
+        ..*request
+    };
+    join_args(&mut call, node, &request, new_epoch);
+    call.arg(ttl_ms);
+    let reply: Vec<Value> = r.eval("login", call).await?;
+    let [Value::Array(joined), Value::Array(left)] = reply.as_slice() else {
+        return Err(internal("login"));
+    };
+    let outcome = match joined.first().and_then(text).as_deref() {
+        Some("name_taken") => None,
+        _ => Some(join_outcome(joined)?),
+    };
+    Ok(LoggedIn {
+        outcome,
+        epoch: joined.get(4).and_then(text).unwrap_or_default(),
+        notices: notices(left),
+    })
 }
 
 fn join_outcome(reply: &[Value]) -> BackplaneResult<JoinOutcome> {

@@ -11,18 +11,8 @@
 -- run scripts is alive, and it keeps other nodes from taking over its fresh
 -- names before its first heartbeat.
 -- The take-over reaches the dead node's room: control keys, one slot.
-local names, nodes, ukey = KEYS[1], KEYS[2], KEYS[3]
-local node, user, ttl = ARGV[3], ARGV[4], tonumber(ARGV[5])
-local now = now_ms()
-redis.call('ZADD', nodes, now, node)
-local holder = redis.call('HGET', names, user)
-local out = {1}
-if holder then
-  if holder == node or alive(nodes, holder, now, ttl) then
-    return {0}
-  end
-  add_notice(out, 'left', forget_user(holder, user))
+local out = claim_user(KEYS[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], tonumber(ARGV[5]))
+if not out then
+  return {0}
 end
-redis.call('HSET', names, user, node)
-redis.call('HSET', ukey, user, '')
 return out

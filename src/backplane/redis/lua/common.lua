@@ -80,3 +80,21 @@ local function create_room(rooms, room, owner, epoch)
   redis.call('DEL', room_key('bans', room))
   redis.call('SADD', rooms, room)
 end
+-- Claims `user` for `node` (claim.lua has the contract): nil when the name
+-- is taken, else `{1}` followed by the `left` notice of a dead holder's
+-- room the user was taken out of.
+local function claim_user(names, nodes, ukey, node, user, ttl)
+  local now = now_ms()
+  redis.call('ZADD', nodes, now, node)
+  local holder = redis.call('HGET', names, user)
+  local out = {1}
+  if holder then
+    if holder == node or alive(nodes, holder, now, ttl) then
+      return nil
+    end
+    add_notice(out, 'left', forget_user(holder, user))
+  end
+  redis.call('HSET', names, user, node)
+  redis.call('HSET', ukey, user, '')
+  return out
+end
