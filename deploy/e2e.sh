@@ -4,14 +4,22 @@
 #      binary built on the host and put into the Dockerfile's runtime stage
 #      (--target runtime-base, then deploy/prebuilt.Dockerfile), the same
 #      steps as deploy/offline.sh (shared in deploy/lib.sh);
-#   2. the real docker-compose.yml under a unique project name, exercised by
-#      deploy/e2e_client.py (3 replicas, spread, chat, scale to 5, kill one,
-#      rolling restart, cluster-wide shutdown);
-#   3. everything this run created (containers, network, volume, the
+#   2. part "compose": the real docker-compose.yml under a unique project
+#      name, exercised by deploy/e2e_client.py (3 replicas, spread, chat,
+#      scale to 5, kill one, rolling restart, cluster-wide shutdown);
+#   3. part "cluster": the same project, emptied, then docker-compose.yml +
+#      docker-compose.cluster.yml (a 6-node Redis Cluster), exercised by
+#      deploy/e2e_cluster.py (up, chat across replicas, docker kill of the
+#      Redis primary that owns the room, chat goes on, the killed node
+#      rejoins as a replica, cluster-wide shutdown), with the same image:
+#      no second build;
+#   4. everything this run created (containers, network, volumes, the
 #      SwiftChat image of this run) is removed, pass or fail.
 # Prints one line starting with "e2e:" and exits non-zero on any failure.
 #
-# Env: E2E_SKIP_CARGO=1 uses target/release/swiftchat as it is;
+# Env: E2E_PARTS="compose cluster" (the default: both) selects the parts,
+#      e.g. E2E_PARTS=cluster runs only the Redis Cluster one;
+#      E2E_SKIP_CARGO=1 uses target/release/swiftchat as it is;
 #      E2E_VERBOSE=1 logs every docker call and client event;
 #      E2E_KEEP=1 leaves the cluster running for inspection (then clean up
 #      with the `down` command it prints).
@@ -31,6 +39,12 @@ fail() {
     echo "e2e: $pre_passed passed, 1 failed"
     exit 1
 }
+
+PARTS=" ${E2E_PARTS:-compose cluster} "
+for p in $PARTS; do
+    case $p in compose|cluster) ;; *) echo "e2e: FAIL: unknown part '$p' in E2E_PARTS (compose, cluster)"; exit 2 ;; esac
+done
+part() { [[ "$PARTS" == *" $1 "* ]]; }
 
 docker info >/dev/null 2>&1 || { echo "e2e: FAIL: no Docker engine answers"; exit 1; }
 find_compose || { echo "e2e: FAIL: neither 'docker compose' nor 'docker-compose' found"; exit 1; }
@@ -67,9 +81,13 @@ PUBLIC_PORT=$LB_PORT
 SWIFTCHAT_ADMIN__SHUTDOWN_KEY=sk_$KEY
 REDIS_PASSWORD=rp_$KEY
 SWIFTCHAT_REDIS__URL=redis://:rp_$KEY@redis:6379
+REDIS_CLUSTER_URL=$(for h in redis redis-2 redis-3 redis-4 redis-5 redis-6; do printf 'redis://:rp_%s@%s:6379,' "$KEY" "$h"; done | sed 's/,$//')
 RUST_LOG=info
 ENV
-DC="$COMPOSE -p $PROJECT --env-file $WORK/e2e.env -f $REPO/docker-compose.yml"
+ARGS_COMPOSE="--env-file $WORK/e2e.env -f $REPO/docker-compose.yml"
+ARGS_CLUSTER="$ARGS_COMPOSE -f $REPO/docker-compose.cluster.yml"
+# Cleanup takes down whatever of the two this run may have started.
+if part cluster; then DC="$COMPOSE -p $PROJECT $ARGS_CLUSTER"; else DC="$COMPOSE -p $PROJECT $ARGS_COMPOSE"; fi
 stage=setup
 built_image=0
 
@@ -131,23 +149,47 @@ if ! "$VENV/bin/python" -c 'import websockets.asyncio.client' >/dev/null 2>&1; t
         || { tail -20 "$WORK/pip.log"; fail "pip install websockets"; }
 fi
 
-# ---- 2. the cluster
-stage=cluster
+# ---- 2./3. the parts, each through its Python driver
 export E2E_PROJECT=$PROJECT E2E_COMPOSE="$COMPOSE" LB_PORT
-export E2E_COMPOSE_ARGS="--env-file $WORK/e2e.env -f $REPO/docker-compose.yml"
 export COMPOSE_PROJECT_NAME=$PROJECT    # for deploy/rolling-restart.sh
-set +e
-"$VENV/bin/python" deploy/e2e_client.py | tee "$WORK/client.log" | grep -v '^E2E_STEPS '
-rc=${PIPESTATUS[0]}
-set -e
-read -r _ ok bad < <(grep '^E2E_STEPS ' "$WORK/client.log" | tail -1 || echo "E2E_STEPS 0 1")
-ok=${ok:-0}; bad=${bad:-1}
-[ "$rc" = 0 ] || bad=1
+export PYTHONDONTWRITEBYTECODE=1        # e2e_cluster.py imports e2e_client.py: no __pycache__ in deploy/
+ok=0; bad=0; summaries=()
+# run_part NAME DRIVER COMPOSE_ARGS: adds to ok/bad, keeps the PASS line
+run_part() {
+    local name=$1 driver=$2 args=$3 rc p_ok p_bad line
+    stage=$name
+    say "part $name: $driver"
+    set +e
+    E2E_COMPOSE_ARGS="$args" "$VENV/bin/python" "$driver" | tee "$WORK/$name.log" | grep -v '^E2E_STEPS '
+    rc=${PIPESTATUS[0]}
+    set -e
+    read -r _ p_ok p_bad < <(grep '^E2E_STEPS ' "$WORK/$name.log" | tail -1 || echo "E2E_STEPS 0 1")
+    p_ok=${p_ok:-0}; p_bad=${p_bad:-1}
+    [ "$rc" = 0 ] || [ "$p_bad" != 0 ] || p_bad=1
+    ok=$(( ok + p_ok )); bad=$(( bad + p_bad ))
+    line=$(grep -E '^e2e(-cluster)?: PASS' "$WORK/$name.log" | tail -1 || true)
+    [ "$p_bad" = 0 ] && summaries+=("$name: ${line#*PASS }")
+    return 0
+}
+
+if part compose; then
+    run_part compose deploy/e2e_client.py "$ARGS_COMPOSE"
+fi
+if part cluster; then
+    # a fresh start in the same project: the compose part's containers and
+    # Redis volume go first
+    if part compose; then
+        $COMPOSE -p "$PROJECT" $ARGS_COMPOSE down -v --remove-orphans -t 5 >"$WORK/down-compose.log" 2>&1 \
+            || cat "$WORK/down-compose.log"
+    fi
+    run_part cluster deploy/e2e_cluster.py "$ARGS_CLUSTER"
+fi
 total=$(( $(date +%s) - t0 ))
-if [ "$rc" = 0 ] && [ "$bad" = 0 ]; then
-    summary=$(grep '^e2e: PASS' "$WORK/client.log" | tail -1)
-    echo "e2e: PASS images(${images_s}s) cargo(${cargo_s}s) image(${image_s}s) + ${summary#e2e: PASS }; total ${total}s"
+if [ "$bad" = 0 ]; then
+    line="e2e: PASS images(${images_s}s) cargo(${cargo_s}s) image(${image_s}s)"
+    for x in "${summaries[@]}"; do line="$line + $x"; done
+    echo "$line; total ${total}s"
 fi
 # the plain closing line CI reads
 echo "e2e: $(( pre_passed + ok )) passed, $bad failed"
-[ "$rc" = 0 ] && [ "$bad" = 0 ] || exit 1
+[ "$bad" = 0 ] || exit 1

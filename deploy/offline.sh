@@ -6,6 +6,9 @@
 #   bash deploy/offline.sh exec swiftchat swiftchat shutdown --reason "..."
 #   bash deploy/offline.sh down -v                 # stop, remove, drop the Redis volume
 #   bash deploy/offline.sh build                   # only build the images
+#   bash deploy/offline.sh -f docker-compose.yml -f docker-compose.cluster.yml up -d
+#                                                  # on a 6-node Redis Cluster (same -f for
+#                                                  # every later command, e.g. down -v)
 #
 # Every argument goes to `docker compose` (or `docker-compose`, whichever
 # exists), run in the repository root (so .env there is read and the project
