@@ -63,6 +63,22 @@ pub(crate) fn install_crypto_provider() {
 /// allow more often than CONFIG GET; when neither answers, says so.
 pub(crate) async fn warn_if_evicting(redis: &RedisConfig) {
     let timeout = Duration::from_millis(redis.command_timeout_ms.max(100) * 2);
+    // A Redis Cluster: the first seed speaks for the others (they are set
+    // up alike; a managed cluster applies one policy to all).
+    let first_seed;
+    let redis = if redis.cluster {
+        first_seed = RedisConfig {
+            url: super::cluster::seed_urls(&redis.url)
+                .into_iter()
+                .next()
+                .unwrap_or_default(),
+            cluster: false,
+            ..redis.clone()
+        };
+        &first_seed
+    } else {
+        redis
+    };
     let check = async {
         let info = parse_url(redis).map_err(|e| e.to_string())?;
         let client = Client::open(info).map_err(|e| e.category().to_string())?;
