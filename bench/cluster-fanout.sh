@@ -27,6 +27,7 @@
 #
 # Knobs: CONNECTIONS=1000 ROOMS=12 SENDERS=48 DELIVERIES=114000 SECS=10
 #        RUNS=2 QUIET_WAIT=8 PRIORITY=-10 NO_BUILD=1 ONLY="single cluster"
+#        SEARCH=1 (highest passing rate instead) SEARCH_START=2000 SEARCH_STEPS=8
 #        SERVER=target/release/swiftchat BENCH=target/release/swiftchat-bench
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -148,7 +149,7 @@ run_setup() {
         before=""; for p in "${REDIS_PIDS[@]}"; do before="$before $(cpu_s "$p")"; done
         local cmd=("$BENCH" fanout --urls "ws://127.0.0.1:${NODE_PORTS[0]}/ws,ws://127.0.0.1:${NODE_PORTS[1]}/ws"
             --connections "$CONNECTIONS" --rooms "$ROOMS" --senders "$SENDERS"
-            --deliveries "$DELIVERIES" --duration "$SECS" --quiet-wait "$QUIET_WAIT"
+            "${LOAD[@]}" --duration "$SECS" --quiet-wait "$QUIET_WAIT"
             --pids "$pids" --label "$name-$i"
             --report "$WORK/$name-$i.md" --summary "$WORK/$name-$i.json")
         echo "+ ${cmd[*]}" >&2
@@ -161,6 +162,14 @@ run_setup() {
         echo "$before|$after" >"$WORK/$name-$i.whole"
     done
 }
+
+# SEARCH=1: instead of a fixed rate, search the highest rate with p99 <= 50 ms
+# and no loss (from SEARCH_START msg/s, at most SEARCH_STEPS runs of SECS).
+if [[ -n "${SEARCH:-}" ]]; then
+    LOAD=(--search --p99-ms 50 --rate "${SEARCH_START:-2000}" --max-steps "${SEARCH_STEPS:-8}")
+else
+    LOAD=(--deliveries "$DELIVERIES")
+fi
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 LAYOUT=""
@@ -269,7 +278,7 @@ PY
     echo
     echo "- when: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
     echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); load average before ${LOAD_BEFORE}, after ${LOAD_AFTER}; $(redis-server --version | grep -o 'v=[0-9.]*')"
-    echo "- command: \`$(env | grep -E '^(CONNECTIONS|ROOMS|SENDERS|DELIVERIES|SECS|RUNS|QUIET_WAIT|PRIORITY|ONLY|NO_BUILD)=' | tr '\n' ' ')bash bench/cluster-fanout.sh\`"
+    echo "- command: \`$(env | grep -E '^(CONNECTIONS|ROOMS|SENDERS|DELIVERIES|SECS|RUNS|QUIET_WAIT|PRIORITY|ONLY|NO_BUILD|SEARCH|SEARCH_START|SEARCH_STEPS)=' | tr '\n' ' ')bash bench/cluster-fanout.sh\`"
     echo "- load: $CONNECTIONS connections over 2 release-build nodes, $ROOMS rooms, $SENDERS senders, $DELIVERIES deliveries/s offered, ${SECS} s per run, $RUNS run(s) per setup; redis, nodes and generator at nice $PRIORITY; Redis without persistence"
     echo "- caveat: on a shared machine latency percentiles swing between runs (compare the repeats); CPU seconds per process are the steadier figure."
     echo "- \"other CPU\" is what the rest of the machine used during the measured window: large means the run shared the 2 cores."
