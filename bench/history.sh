@@ -9,7 +9,8 @@
 #      after.
 # Knobs (environment): DELIVERIES=60000 (per second), SECS=5, REPEAT=2 (pairs
 # of on/off runs), ROOMS_FOR_MEMORY=1000, CONTENT_CHARS=100, NO_BUILD=1,
-# OUT=bench/results/history.md, QUIET_WAIT=8, PRIORITY=-10.
+# OUT=bench/results/history.md, QUIET_WAIT=8, PRIORITY=-10, SEARCH=1 (highest
+# passing rate instead of DELIVERIES), SEARCH_START=2000, SEARCH_STEPS=8.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,11 +42,19 @@ fanout() {
     local label=$1
     printf '\n`%s` (%s)\n\n' "fanout $label" "SWIFTCHAT_HISTORY__MAX_MESSAGES=$SWIFTCHAT_HISTORY__MAX_MESSAGES" >>"$DETAILS"
     "${PRIO[@]}" "$BENCH" fanout --urls "$URL1,$URL2" --connections 1000 --rooms 10 --senders 50 \
-        --deliveries "$DELIVERIES" --duration "$SECS" --quiet-wait "$QUIET_WAIT" \
+        "${LOAD[@]}" --duration "$SECS" --quiet-wait "$QUIET_WAIT" \
         --pids "$(pids)" --redis-pid "$REDIS_PID" --label "$label" \
         --report "$DETAILS" --summary "$SUMMARY" ||
         printf '\n**This run failed; see the output above.**\n' >>"$DETAILS"
 }
+
+# SEARCH=1: the highest rate with p99 <= 50 ms and no loss, on and off,
+# instead of a fixed rate (from SEARCH_START msg/s, at most SEARCH_STEPS runs).
+if [[ -n "${SEARCH:-}" ]]; then
+    LOAD=(--search --p99-ms 50 --rate "${SEARCH_START:-2000}" --max-steps "${SEARCH_STEPS:-8}")
+else
+    LOAD=(--deliveries "$DELIVERIES")
+fi
 
 for i in $(seq 1 "$REPEAT"); do
     export SWIFTCHAT_HISTORY__MAX_MESSAGES=200
@@ -105,7 +114,8 @@ frame_bytes = 0
 for r in range(rooms):
     room = "room-%d" % r
     k = lambda kind: "swiftchat:%s:{%s}" % (kind, room)
-    call("HSET", k("room"), "owner", "", "locked", "0", "pw", "", "closed", "0")
+    # The room's gate (room_data.lua create): what publishing checks.
+    call("HSET", k("gate"), "closed", "0", "epoch", "01M90S0AEC4VJ3WPM8PCDEJ32S")
     batch = []
     for n in range(per_room):
         d = json.dumps({"author": "user%d" % n, "content": content, "room": room,
@@ -113,8 +123,8 @@ for r in range(rooms):
                        separators=(",", ":"))
         prefix, suffix = '{"op":0,"d":' + d[:-1] + ',"seq":', "}}"
         frame_bytes = len(prefix) + 3 + len(suffix)
-        batch.append(enc("EVALSHA", sha, 4, k("room"), k("seq"), "swiftchat:ch:{%s}" % room,
-                         k("history"), prefix, suffix, 0, per_room, 86400000))
+        batch.append(enc("EVALSHA", sha, 4, k("gate"), k("seq"), "swiftchat:ch:{%s}" % room,
+                         k("history"), prefix, suffix, 0, per_room, 86400000, "PUBLISH"))
     sock.sendall(b"".join(batch))
     for _ in batch:
         read()
@@ -136,7 +146,7 @@ mkdir -p "$(dirname "$OUT")"
     echo
     echo "- when: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
     echo "- machine: $(nproc) cores, $(uname -r); load average $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "- command: \`DELIVERIES=$DELIVERIES SECS=$SECS REPEAT=$REPEAT ROOMS_FOR_MEMORY=$ROOMS_FOR_MEMORY CONTENT_CHARS=$CONTENT_CHARS bench/history.sh\`"
+    echo "- command: \`SEARCH=${SEARCH:-} DELIVERIES=$DELIVERIES SECS=$SECS REPEAT=$REPEAT ROOMS_FOR_MEMORY=$ROOMS_FOR_MEMORY CONTENT_CHARS=$CONTENT_CHARS bench/history.sh\`"
     echo "- cluster: 2 release nodes + redis-server $(redis-server --version | grep -o 'v=[0-9.]*'), generator on the same cores; history on = default [history] (200 messages, 24 h), off = SWIFTCHAT_HISTORY__MAX_MESSAGES=0"
     echo
     echo "## Fan-out, history on and off"
