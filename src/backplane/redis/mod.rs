@@ -87,6 +87,9 @@ const STARTUP_WAIT_TIMEOUTS: u32 = 3;
 const USER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the supervisor pings the subscriber connection.
 const SUPERVISOR_TICK: Duration = Duration::from_secs(1);
+/// How soon the supervisor tries again while a resubscription is due (a
+/// shard failing over answers again as soon as its replica is promoted).
+const RESYNC_RETRY: Duration = Duration::from_millis(200);
 /// Stray rooms kept for another UNSUBSCRIBE attempt; beyond that they wait
 /// for their next subscription confirmation (after a reconnect).
 const MAX_PENDING_STRAYS: usize = 1024;
@@ -511,17 +514,18 @@ impl Inner {
     /// (which also drives reconnection), a full resubscription after each
     /// disconnection, and UNSUBSCRIBE for stray rooms.
     async fn supervise(self: Arc<Self>, mut stray: tokio::sync::mpsc::Receiver<String>) {
-        let mut tick = tokio::time::interval(SUPERVISOR_TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_tick = tokio::time::Instant::now();
         // Stray rooms whose UNSUBSCRIBE failed, retried every tick.
         let mut pending: HashSet<String> = HashSet::new();
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => return,
-                _ = tick.tick() => {
+                _ = tokio::time::sleep_until(next_tick) => {
                     if self.check_subscriber().await {
                         self.retry_strays(&mut pending).await;
                     }
+                    let wait = if self.subscriber.resync_due() { RESYNC_RETRY } else { SUPERVISOR_TICK };
+                    next_tick = tokio::time::Instant::now() + wait;
                 }
                 Some(room) = stray.recv() => {
                     if !self.subscriber.drop_stray(&room).await && pending.len() < MAX_PENDING_STRAYS {

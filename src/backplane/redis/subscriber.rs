@@ -622,6 +622,12 @@ impl Subscriber {
         self.command(Connection::ping).await
     }
 
+    /// Whether a resubscription is due (a disconnection or a moved slot
+    /// since the last successful one).
+    pub fn resync_due(&self) -> bool {
+        self.shared.resync.load(Ordering::Acquire)
+    }
+
     /// After a disconnection (or at start): subscribes the base channels and
     /// every wanted room again. Returns `true` when a resubscription was
     /// needed and succeeded (the caller then checks presence right away).
