@@ -98,18 +98,25 @@ fn init_tracing() {
     let json = std::env::var("SWIFTCHAT_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let cap = filter_fn(below_library_cap);
+    // The EnvFilter goes outermost: its max-level hint (INFO by default) is
+    // what `init()` gives the `log` crate, so the `log::trace!` records that
+    // tokio-tungstenite emits on every poll stop at one comparison. With the
+    // hint-less cap outermost, `log` stayed at TRACE and every such record
+    // went through both filters: 9,282 -> 3,342 user-space instructions per
+    // delivery (callgrind, bench/results/issue13-memory-cpu.md). An event
+    // must pass both filters either way.
     let registry = tracing_subscriber::registry();
     if json {
         let layer = tracing_subscriber::fmt::layer().json().with_target(false);
         registry
-            .with(layer.with_filter(filter).with_filter(cap))
+            .with(layer.with_filter(cap).with_filter(filter))
             .init();
     } else {
         let layer = tracing_subscriber::fmt::layer()
             .with_target(false)
             .with_ansi(ansi);
         registry
-            .with(layer.with_filter(filter).with_filter(cap))
+            .with(layer.with_filter(cap).with_filter(filter))
             .init();
     }
 }
