@@ -12,7 +12,8 @@
 -- was its last member, enters them (`limits.empty_room_ttl_secs`).
 -- A created room is added to the owner's set, checked against that limit
 -- in the same step (`too_many_owned`); deleting the room frees it
--- (`forget_room.lua`).
+-- (`change_room.lua`). The logic is `join_room` (join_room.lua), shared
+-- with login.lua.
 -- Returns `{outcome}` or `{'joined', created, members, previous_members,
 -- epoch}`: previous_members is -1 when the user was not a member of the
 -- previous room (its `left` was announced by whoever took it out); epoch
