@@ -22,7 +22,9 @@ export SWIFTCHAT_LIMITS__MESSAGES_PER_SECOND=1000000
 export SWIFTCHAT_LIMITS__MESSAGE_BURST=1000000
 command -v perf >/dev/null || { echo "perf not found (apt-get install linux-perf)" >&2; exit 1; }
 if [[ -z "${NO_BUILD:-}" ]]; then
-    cargo build --release -p swiftchat --bin swiftchat -p swiftchat-bench
+    # Two commands: --bin would also filter the bench package (no binary named swiftchat).
+    cargo build --release -p swiftchat --bin swiftchat
+    cargo build --release -p swiftchat-bench
 fi
 source bench/cluster.sh
 start_nodes

@@ -61,7 +61,9 @@ export SWIFTCHAT_LIMITS__MESSAGES_PER_SECOND=1000000
 export SWIFTCHAT_LIMITS__MESSAGE_BURST=1000000
 
 if [[ -z "${NO_BUILD:-}" ]]; then
-    cargo build --release -p swiftchat --bin swiftchat -p swiftchat-bench
+    # Two commands: --bin would also filter the bench package (no binary named swiftchat).
+    cargo build --release -p swiftchat --bin swiftchat
+    cargo build --release -p swiftchat-bench
 fi
 source bench/cluster.sh
 

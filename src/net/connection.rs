@@ -59,6 +59,28 @@ where
     if let Flow::Close(code, reason) = ended.flow {
         conn.close(code, reason);
     }
+    // The writer waits on its queue only: it looks at the node's shutdown
+    // when woken.
+    conn.wake_writer();
+    // What follows runs once, at the close: boxed, so that the task of every
+    // open connection does not carry its state (the lingering close and the
+    // release), only the reader's.
+    Box::pin(close(chat, session, conn, stream, writer, ended.peer)).await;
+    drop(slot);
+}
+
+/// Closes a connection whose reader ended: releases the session and sends
+/// the close (lingering), in the order that suits who closed.
+async fn close<S>(
+    chat: Arc<Chat>,
+    mut session: Session,
+    conn: Arc<ConnHandle>,
+    stream: SplitStream<WebSocketStream<S>>,
+    writer: JoinHandle<Option<SplitSink<WebSocketStream<S>, Message>>>,
+    peer: PeerState,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     // Release the name and membership, bounded so a dead store cannot hold
     // the task (the store's own expiry cleans up after a node that failed).
     let release = Duration::from_millis(chat.config.redis.command_timeout_ms * 3);
@@ -74,13 +96,13 @@ where
     if conn.close_reason().is_some() || chat.shutdown.is_triggered() {
         // The server closes: the close goes out (and the client's input is
         // read away) while the session is released.
-        tokio::join!(release, linger(stream, writer, ended.peer, grace));
+        tokio::join!(release, linger(stream, writer, peer, grace));
     } else {
         // The client closed or went away: release first, then answer, so
         // that once the client sees our close its name is free again.
         release.await;
         conn.close(1000, "");
-        linger(stream, writer, ended.peer, grace).await;
+        linger(stream, writer, peer, grace).await;
     }
     // Every close is counted by its code (a node shutdown closes with 1001).
     let (code, reason) = conn
@@ -88,7 +110,6 @@ where
         .unwrap_or((close::GOING_AWAY, "going away"));
     metrics::counter!(m::CLOSES, "code" => code.to_string()).increment(1);
     tracing::debug!(conn = conn.id, code, reason, "closed connection");
-    drop(slot);
 }
 
 /// The lingering close: the writer sends what is queued and the close frame
@@ -279,16 +300,33 @@ where
 {
     let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The writer and the queue swap this buffer (see
+    // `ConnHandle::take_frames_into`): no allocation per batch.
+    let mut batch = VecDeque::new();
     loop {
+        // Not select! branches: a cancellation future registers with its
+        // token on every poll, and the node's shutdown token is shared by
+        // every connection (one lock for all, per frame). `close` and the
+        // reader's end wake this task instead.
+        if conn.closing().is_cancelled() || shutdown.is_triggered() {
+            break;
+        }
         let sent = tokio::select! {
             biased;
-            _ = conn.closing().cancelled() => break,
-            _ = shutdown.token().cancelled() => break,
             _ = conn.frames_ready() => {
-                write_batch(&mut sink, conn.take_frames(), batch_size).await
+                if conn.closing().is_cancelled() || shutdown.is_triggered() {
+                    break;
+                }
+                conn.take_frames_into(&mut batch);
+                write_batch(&mut sink, &mut batch, batch_size).await
             }
             _ = ping.tick() => sink.send(Message::Ping(Bytes::new())).await,
         };
+        if batch.capacity() > RETAINED_BATCH_SLOTS {
+            // A burst grew it: give the memory back (an idle connection
+            // keeps at most RETAINED_BATCH_SLOTS slots in each buffer).
+            batch = VecDeque::new();
+        }
         if let Err(error) = sent {
             if !write_failed(&conn, error) {
                 return None;
@@ -311,7 +349,7 @@ where
                 last.push_back(notice.frame.clone());
             }
         }
-        if let Err(error) = write_batch(&mut sink, last, batch_size).await {
+        if let Err(error) = write_batch(&mut sink, &mut last, batch_size).await {
             if !write_failed(&conn, error) {
                 return None;
             }
@@ -351,10 +389,11 @@ fn write_failed(conn: &ConnHandle, error: WsError) -> bool {
 }
 
 /// Feeds the frames and flushes once per `batch_size` frames (and at the
-/// end), so a burst costs few socket writes.
+/// end), so a burst costs few socket writes. Leaves `frames` empty (its
+/// capacity kept for the next batch).
 async fn write_batch<S>(
     sink: &mut SplitSink<WebSocketStream<S>, Message>,
-    frames: VecDeque<Frame>,
+    frames: &mut VecDeque<Frame>,
     batch_size: usize,
 ) -> Result<(), WsError>
 where
@@ -363,14 +402,29 @@ where
     if frames.is_empty() {
         return Ok(());
     }
-    for (i, frame) in frames.into_iter().enumerate() {
-        sink.feed(Message::Text(frame)).await?;
-        if (i + 1) % batch_size == 0 {
-            sink.flush().await?;
+    let mut fed = 0usize;
+    while let Some(frame) = frames.pop_front() {
+        if let Err(error) = sink.feed(Message::Text(frame)).await {
+            frames.clear();
+            return Err(error);
+        }
+        fed += 1;
+        if fed % batch_size == 0 {
+            if let Err(error) = sink.flush().await {
+                frames.clear();
+                return Err(error);
+            }
         }
     }
     sink.flush().await
 }
+
+/// Slots of the writer's batch buffer (and so of the queue it swaps with)
+/// kept between batches: 4 frames of 32 bytes each, enough for the one or
+/// two frames per batch of a busy room at moderate rates, so those
+/// allocate nothing per frame; a burst that grew it beyond is freed after
+/// it was written. Costs an idle connection at most 2 × 128 bytes.
+pub(crate) const RETAINED_BATCH_SLOTS: usize = 4;
 
 /// The socket under a WebSocket: collects what tungstenite writes and sends
 /// it on flush (or once `coalesce_bytes` are waiting), then gives the
