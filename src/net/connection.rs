@@ -409,7 +409,7 @@ where
             return Err(error);
         }
         fed += 1;
-        if fed % batch_size == 0 {
+        if fed.is_multiple_of(batch_size) {
             if let Err(error) = sink.flush().await {
                 frames.clear();
                 return Err(error);
