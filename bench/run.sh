@@ -10,15 +10,19 @@
 #      (joined notices and a few messages reach everyone), then held quiet
 #      20 s: RSS per connection, on a standalone node and on node 1 with Redis
 #   5. connect: 10,000 logins on node 1, logins/s and handshake latency
+#   6. connect-rooms: 10,000 members in 100 rooms over both nodes first, then
+#      2,000 logins (IDENTIFY straight into those rooms, 64 in flight):
+#      logins/s and Redis round trips per login (from the nodes' /metrics)
 # then prints the tables and writes them to bench/results/latest.md.
 # Everything it starts is stopped on exit. Defaults finish in about 3 minutes
 # (plus the release build).
 #
-# Knobs (environment): ONLY="fanout search idle idle-rooms connect", FANOUT_SECS=10,
+# Knobs (environment): ONLY="fanout search idle idle-rooms connect connect-rooms", FANOUT_SECS=10,
 # FANOUT_REPEAT=3 (runs at 114k; the summary takes the least disturbed one),
 # SEARCH_SECS=5, SEARCH_STEPS=8, SEARCH_START=2000 (msg/s; x100 members =
 # deliveries/s), IDLE_CONNS=19000, IDLE_ROOMS_CONNS=10000, IDLE_ROOMS=100,
 # IDLE_ROOM_MESSAGES=3, IDLE_HOLD=20, CONNECT_COUNT=10000, CONNECT_CONCURRENCY=64,
+# CONNECT_ROOMS=100, CONNECT_ROOMS_PREFILL=10000, CONNECT_ROOMS_COUNT=2000,
 # OUT=bench/results/latest.md, NO_BUILD=1, QUIET_WAIT=8 (seconds each fanout
 # run and the connect run wait, at most, for other processes on the machine to
 # go below 0.1 core; the tables show what else ran as "other CPU"),
@@ -26,7 +30,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ONLY=${ONLY:-"fanout search idle idle-rooms connect"}
+ONLY=${ONLY:-"fanout search idle idle-rooms connect connect-rooms"}
 FANOUT_SECS=${FANOUT_SECS:-10}
 FANOUT_REPEAT=${FANOUT_REPEAT:-3}
 SEARCH_SECS=${SEARCH_SECS:-5}
@@ -39,6 +43,9 @@ IDLE_ROOM_MESSAGES=${IDLE_ROOM_MESSAGES:-3}
 IDLE_HOLD=${IDLE_HOLD:-20}
 CONNECT_COUNT=${CONNECT_COUNT:-10000}
 CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-64}
+CONNECT_ROOMS=${CONNECT_ROOMS:-100}
+CONNECT_ROOMS_PREFILL=${CONNECT_ROOMS_PREFILL:-10000}
+CONNECT_ROOMS_COUNT=${CONNECT_ROOMS_COUNT:-2000}
 OUT=${OUT:-bench/results/latest.md}
 QUIET_WAIT=${QUIET_WAIT:-8}
 
@@ -54,7 +61,9 @@ export SWIFTCHAT_LIMITS__MESSAGES_PER_SECOND=1000000
 export SWIFTCHAT_LIMITS__MESSAGE_BURST=1000000
 
 if [[ -z "${NO_BUILD:-}" ]]; then
-    cargo build --release -p swiftchat --bin swiftchat -p swiftchat-bench
+    # Two commands: --bin would also filter the bench package (no binary named swiftchat).
+    cargo build --release -p swiftchat --bin swiftchat
+    cargo build --release -p swiftchat-bench
 fi
 source bench/cluster.sh
 
@@ -124,6 +133,20 @@ if [[ " $ONLY " == *" connect "* ]]; then
     stop_nodes
 fi
 
+if [[ " $ONLY " == *" connect-rooms "* ]]; then
+    # Logins into rooms that already have members (issue 13): every login
+    # joins a room of ~100 and its members get the joined notice. Redis
+    # round trips per login: swiftchat_redis_commands_total (one per call
+    # through the command pool) summed over both nodes, background traffic
+    # subtracted.
+    start_nodes
+    bench "$BENCH" connect --urls "$URL1,$URL2" --count "$CONNECT_ROOMS_COUNT" \
+        --concurrency "$CONNECT_CONCURRENCY" --rooms "$CONNECT_ROOMS" --prefill "$CONNECT_ROOMS_PREFILL" \
+        --redis-metric swiftchat_redis_commands_total --quiet-wait "$QUIET_WAIT" --pids "$(pids)" \
+        --redis-pid "$REDIS_PID" --label "connect-rooms"
+    stop_nodes
+fi
+
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 mkdir -p "$(dirname "$OUT")"
 {
@@ -131,7 +154,7 @@ mkdir -p "$(dirname "$OUT")"
     echo
     echo "- when: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
     echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); load average before ${LOAD_BEFORE}, after ${LOAD_AFTER}"
-    echo "- command: \`$(env | grep -E '^(ONLY|FANOUT_SECS|FANOUT_REPEAT|SEARCH_SECS|SEARCH_STEPS|SEARCH_START|IDLE_CONNS|IDLE_ROOMS_CONNS|IDLE_ROOMS|IDLE_ROOM_MESSAGES|IDLE_HOLD|CONNECT_COUNT|CONNECT_CONCURRENCY|QUIET_WAIT|PRIORITY)=' | tr '\n' ' ')bench/run.sh\`"
+    echo "- command: \`$(env | grep -E '^(ONLY|FANOUT_SECS|FANOUT_REPEAT|SEARCH_SECS|SEARCH_STEPS|SEARCH_START|IDLE_CONNS|IDLE_ROOMS_CONNS|IDLE_ROOMS|IDLE_ROOM_MESSAGES|IDLE_HOLD|CONNECT_COUNT|CONNECT_CONCURRENCY|CONNECT_ROOMS|CONNECT_ROOMS_PREFILL|CONNECT_ROOMS_COUNT|QUIET_WAIT|PRIORITY)=' | tr '\n' ' ')bench/run.sh\`"
     echo "- cluster: 2 nodes (\`swiftchat serve\`, release build, default config except SWIFTCHAT_LIMITS__MESSAGES_PER_SECOND/MESSAGE_BURST=1000000) + 1 redis-server $(redis-server --version | grep -o 'v=[0-9.]*'), generator on the same 2 cores"
     echo "- priority: redis, nodes and generator ran at nice ${PRIORITY} (0 = unchanged)"
     echo "- \"other CPU\" is CPU used on the machine by anything but the nodes, redis and the generator during the run; if it is large, the run shared the cores."

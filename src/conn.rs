@@ -117,6 +117,12 @@ impl ConnHandle {
             }
             queues.frame_bytes += frame.len();
             queues.frames.push_back(frame);
+            if queues.frames.len() > 1 {
+                // The push that made the queue non-empty already woke the
+                // writer, which has not taken the queue yet: one wake-up
+                // per batch, not per frame.
+                return true;
+            }
         }
         self.frames_ready.notify_one();
         true
@@ -153,6 +159,24 @@ impl ConnHandle {
         std::mem::take(&mut queues.frames)
     }
 
+    /// Moves every queued frame into `out` (which must be empty), oldest
+    /// first, and leaves `out`'s former buffer as the queue: the writer and
+    /// the queue swap two buffers, so a busy connection allocates nothing
+    /// per frame. The caller bounds what `out` keeps while idle (see
+    /// `net::connection::RETAINED_BATCH_SLOTS`).
+    pub fn take_frames_into(&self, out: &mut VecDeque<Frame>) {
+        debug_assert!(out.is_empty());
+        let mut queues = self.queues();
+        queues.frame_bytes = 0;
+        std::mem::swap(&mut queues.frames, out);
+    }
+
+    /// Wakes the writer so that it looks at [`closing`](Self::closing) and
+    /// the node's shutdown (it does not wait on those itself).
+    pub fn wake_writer(&self) {
+        self.frames_ready.notify_one();
+    }
+
     /// Resolves when control work may be waiting.
     pub async fn controls_ready(&self) {
         self.controls_ready.notified().await
@@ -180,6 +204,7 @@ impl ConnHandle {
     pub fn close(&self, code: u16, reason: &'static str) {
         let _ = self.close_reason.set((code, reason));
         self.closing.cancel();
+        self.wake_writer();
     }
 
     /// Cancelled once [`close`](Self::close) was called.
@@ -243,6 +268,43 @@ mod tests {
         assert_eq!(conn.take_frames().len(), 1);
         assert!(conn.send(frame("1234567890")));
         assert_eq!(conn.close_reason(), None);
+    }
+
+    #[tokio::test]
+    async fn one_wake_up_per_batch_and_none_is_missed() {
+        let conn = ConnHandle::new(1, 8, 8);
+        let mut batch = VecDeque::new();
+        conn.send(frame("a"));
+        conn.send(frame("b"));
+        let wait =
+            || tokio::time::timeout(std::time::Duration::from_millis(50), conn.frames_ready());
+        wait().await.expect("the first push woke the writer");
+        conn.take_frames_into(&mut batch);
+        assert_eq!(batch, [frame("a"), frame("b")]);
+        assert!(
+            wait().await.is_err(),
+            "the second push did not wake it again"
+        );
+        // After a take the next push wakes it again, and the queue reuses the
+        // writer's empty buffer.
+        batch.clear();
+        let capacity = batch.capacity();
+        conn.take_frames_into(&mut batch);
+        conn.send(frame("c"));
+        wait()
+            .await
+            .expect("a push into an emptied queue wakes the writer");
+        assert!(capacity >= 2);
+        assert_eq!(
+            conn.queues().frames.capacity(),
+            capacity,
+            "no new allocation"
+        );
+        conn.take_frames_into(&mut batch);
+        assert_eq!(batch, [frame("c")]);
+        // Closing wakes it too.
+        conn.close(1000, "");
+        wait().await.expect("close wakes the writer");
     }
 
     #[tokio::test]

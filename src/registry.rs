@@ -74,6 +74,10 @@ pub struct Registry {
     /// several nodes in tests): the admin API's rates.
     messages_in: AtomicU64,
     frames_out: AtomicU64,
+    /// The fan-out's metric handles, looked up once (the macros hash the
+    /// name and search the recorder's registry on every call).
+    frames_out_metric: metrics::Counter,
+    fanout_seconds: metrics::Histogram,
 }
 
 impl Registry {
@@ -88,6 +92,9 @@ impl Registry {
             node_id: OnceLock::new(),
             messages_in: AtomicU64::new(0),
             frames_out: AtomicU64::new(0),
+            // The server installs the recorder before it builds the registry.
+            frames_out_metric: metrics::counter!(m::FRAMES_OUT),
+            fanout_seconds: metrics::histogram!(m::FANOUT_SECONDS),
         })
     }
 
@@ -263,7 +270,6 @@ impl Registry {
     }
 }
 
-/// Sends a room frame to the room's local members.
 /// Queues `frame` for every local member of `room`; returns how many.
 fn route(members: &Members, room: &str, frame: &Frame) -> u64 {
     let Some(conns) = members.rooms.get(room) else {
@@ -272,7 +278,6 @@ fn route(members: &Members, room: &str, frame: &Frame) -> u64 {
     for conn in conns.values() {
         conn.send(frame.clone());
     }
-    metrics::counter!(m::FRAMES_OUT).increment(conns.len() as u64);
     conns.len() as u64
 }
 
@@ -282,6 +287,17 @@ fn remove_member(members: &mut Members, room: &str, id: ConnId) {
         if conns.is_empty() {
             members.rooms.remove(room);
         }
+    }
+}
+
+impl Registry {
+    /// Counts one room frame fanned out to `routed` local members.
+    fn count_routed(&self, routed: u64, started: std::time::Instant) {
+        self.frames_out.fetch_add(routed, Ordering::Relaxed);
+        if routed > 0 {
+            self.frames_out_metric.increment(routed);
+        }
+        self.fanout_seconds.record(started.elapsed().as_secs_f64());
     }
 }
 
@@ -296,10 +312,9 @@ impl Delivery for Registry {
         {
             let members = read(&self.members);
             if !members.joining.contains_key(room) {
-                self.frames_out
-                    .fetch_add(route(&members, room, &frame), Ordering::Relaxed);
+                let routed = route(&members, room, &frame);
                 drop(members);
-                metrics::histogram!(m::FANOUT_SECONDS).record(started.elapsed().as_secs_f64());
+                self.count_routed(routed, started);
                 return;
             }
         }
@@ -308,8 +323,7 @@ impl Delivery for Registry {
         // under it) sees each frame either routed to the entrant or
         // recorded for its replay, never neither.
         let mut members = write(&self.members);
-        self.frames_out
-            .fetch_add(route(&members, room, &frame), Ordering::Relaxed);
+        let routed = route(&members, room, &frame);
         if let Some(replay) = members.joining.get_mut(room) {
             if replay.frames.len() >= self.join_replay_frames {
                 if let Some(old) = replay.frames.pop_front() {
@@ -320,7 +334,7 @@ impl Delivery for Registry {
             replay.frames.push_back(frame);
         }
         drop(members);
-        metrics::histogram!(m::FANOUT_SECONDS).record(started.elapsed().as_secs_f64());
+        self.count_routed(routed, started);
     }
 
     fn deliver_event(&self, event: ClusterEvent) {

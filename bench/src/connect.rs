@@ -3,6 +3,15 @@
 //! `--concurrency` are in flight. Logged-in connections stay open until the
 //! run ends (as real users would), so the count is bounded by the open-file
 //! limit of this process.
+//!
+//! With `--rooms R --prefill P` (issue 13, "logins into rooms with
+//! members"): P members first log in untimed (IDENTIFY, `\join room-{j % R}`),
+//! then each timed login is an IDENTIFY straight into `room-{i % R}`, so
+//! every login joins a room that has members (who get its joined notice).
+//! Every connection keeps reading, so nobody becomes a slow consumer. With
+//! `--redis-metric` the nodes' `/metrics` are read before and after the timed
+//! logins, and the change of that counter (summed over its labels) per login
+//! is reported: the Redis round trips per login.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,6 +62,77 @@ pub struct ConnectArgs {
     pub quiet_wait: f64,
     #[arg(long, default_value = "connect")]
     pub label: String,
+    /// Rooms to log into (login i: IDENTIFY with room `room-{i % rooms}`);
+    /// 0: the default room.
+    #[arg(long, default_value_t = 0)]
+    pub rooms: usize,
+    /// Members logged in (untimed, IDENTIFY then `\join room-{j % rooms}`)
+    /// before the timed logins, so that those join rooms with members.
+    #[arg(long, default_value_t = 0)]
+    pub prefill: usize,
+    /// A counter in the nodes' `/metrics` (summed over its labels) read before
+    /// and after the timed logins: its change per login is reported, e.g.
+    /// `swiftchat_redis_commands_total` (one per Redis call: a round trip).
+    #[arg(long)]
+    pub redis_metric: Option<String>,
+}
+
+/// Sum of every sample of `metric` (all label sets) in one node's `/metrics`.
+async fn read_counter(target: &Target, metric: &str) -> Result<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(target.addr).await?;
+    s.write_all(
+        format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            target.addr
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut body)).await??;
+    let mut sum = 0.0;
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix(metric) else {
+            continue;
+        };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue;
+        }
+        if let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+            sum += v;
+        }
+    }
+    Ok(sum)
+}
+
+/// The counter summed over every node.
+async fn read_counters(targets: &[Target], metric: &str) -> Result<f64> {
+    let mut sum = 0.0;
+    for t in targets {
+        sum += read_counter(t, metric).await?;
+    }
+    Ok(sum)
+}
+
+/// Reads (and counts) whatever the server sends until `stop`, so that a held
+/// connection never becomes a slow consumer.
+fn keep_reading(
+    mut ws: conn::Ws,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    use futures_util::StreamExt;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                m = ws.next() => match m {
+                    Some(Ok(_)) => {}
+                    _ => break,
+                },
+            }
+        }
+    })
 }
 
 struct One {
@@ -62,8 +142,11 @@ struct One {
 }
 
 pub async fn run(a: ConnectArgs) -> Result<()> {
-    if a.count > 19_000 {
-        bail!("--count above 19,000 would exceed this process's open-file limit; run several processes");
+    if a.count + a.prefill > 19_000 {
+        bail!("--count + --prefill above 19,000 would exceed this process's open-file limit; run several processes");
+    }
+    if a.prefill > 0 && a.rooms == 0 {
+        bail!("--prefill needs --rooms");
     }
     let targets = Target::parse_all(&a.urls)?;
     let watched = Watched::parse_nodes(&a.pids)?;
@@ -82,6 +165,62 @@ pub async fn run(a: ConnectArgs) -> Result<()> {
     };
     let sem = Arc::new(Semaphore::new(a.concurrency.max(1)));
     let timeout = Duration::from_secs_f64(a.timeout);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut readers = Vec::new();
+    if a.prefill > 0 {
+        eprintln!(
+            "connect: {} members into {} rooms first (untimed)...",
+            a.prefill, a.rooms
+        );
+        let mut set = tokio::task::JoinSet::new();
+        for j in 0..a.prefill {
+            let sem = sem.clone();
+            let target = targets[j % targets.len()].clone();
+            let name = format!("p{run_id}{j}");
+            // Other source addresses than the timed logins' (same spread).
+            let srcip = src.for_index(j + a.count);
+            let room = format!("room-{}", j % a.rooms);
+            set.spawn(async move {
+                let _p = sem.acquire_owned().await;
+                let mut ws = conn::open(&target, srcip, 4096).await?;
+                conn::login(&mut ws, &name, Some(&room), timeout * 3).await?;
+                anyhow::Ok(ws)
+            });
+        }
+        let mut failed = 0usize;
+        let mut first = None;
+        while let Some(j) = set.join_next().await {
+            match j? {
+                Ok(ws) => readers.push(keep_reading(ws, stop_rx.clone())),
+                Err(e) => {
+                    failed += 1;
+                    first.get_or_insert(format!("{e:#}"));
+                }
+            }
+        }
+        if failed > 0 {
+            bail!(
+                "{failed} of {} prefill members failed to log in; first error: {}",
+                a.prefill,
+                first.unwrap_or_default()
+            );
+        }
+        // Let the joined notices of the last members drain.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Background Redis traffic (heartbeats, probes), to subtract.
+    let mut background_per_s = 0.0;
+    if let Some(metric) = &a.redis_metric {
+        let c0 = read_counters(&targets, metric).await?;
+        let t = Instant::now();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let c1 = read_counters(&targets, metric).await?;
+        background_per_s = (c1 - c0) / t.elapsed().as_secs_f64();
+    }
+    let metric0 = match &a.redis_metric {
+        Some(metric) => Some(read_counters(&targets, metric).await?),
+        None => None,
+    };
     eprintln!(
         "connect: {} logins over {} node(s), {} in flight...",
         a.count,
@@ -102,6 +241,7 @@ pub async fn run(a: ConnectArgs) -> Result<()> {
         let target = targets[i % targets.len()].clone();
         let name = format!("c{run_id}{i}");
         let srcip = src.for_index(i);
+        let room = (a.rooms > 0).then(|| format!("room-{}", i % a.rooms));
         set.spawn(async move {
             let _p = sem.acquire_owned().await;
             let start = Instant::now();
@@ -109,8 +249,14 @@ pub async fn run(a: ConnectArgs) -> Result<()> {
                 let ws_open = Instant::now();
                 let mut ws = conn::open(&target, srcip, 4096).await?;
                 let opened = Instant::now();
-                ws.send(Message::text(proto::identify(&name, None))).await?;
-                conn::wait_cache_update(&mut ws, start + timeout).await?;
+                ws.send(Message::text(proto::identify(&name, room.as_deref())))
+                    .await?;
+                let now_in = conn::wait_cache_update(&mut ws, start + timeout).await?;
+                if let Some(room) = &room {
+                    if &now_in != room {
+                        bail!("IDENTIFY into {room}: CACHE_UPDATE says room {now_in}");
+                    }
+                }
                 let done = Instant::now();
                 anyhow::Ok((ws, ws_open, opened, done))
             })
@@ -143,7 +289,12 @@ pub async fn run(a: ConnectArgs) -> Result<()> {
                 let _ = upgrade.record(one.upgrade_us.clamp(1, stats::MAX_US));
                 let _ = identify.record(one.identify_us.clamp(1, stats::MAX_US));
                 last_done = last_done.max(done);
-                held.push(ws);
+                if a.rooms > 0 {
+                    // Joined notices keep coming: read them.
+                    readers.push(keep_reading(ws, stop_rx.clone()));
+                } else {
+                    held.push(ws);
+                }
             }
             Err(e) => {
                 failed += 1;
@@ -153,19 +304,36 @@ pub async fn run(a: ConnectArgs) -> Result<()> {
     }
     let cpu1 = procfs::snap(&all);
     let secs = (last_done - t0).as_secs_f64();
-    let ok = held.len();
+    let metric_secs = t0.elapsed().as_secs_f64();
+    let metric1 = match &a.redis_metric {
+        Some(metric) => Some(read_counters(&targets, metric).await?),
+        None => None,
+    };
+    let ok = held.len() + readers.len() - a.prefill;
     drop(held);
+    let _ = stop_tx.send(true);
+    for r in readers {
+        let _ = r.await;
+    }
 
     let (lt, lu, li) = (Lat::of(&total), Lat::of(&upgrade), Lat::of(&identify));
     use std::fmt::Write as _;
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "### {}: {} logins over {} node(s), {} in flight\n",
+        "### {}: {} logins over {} node(s), {} in flight{}\n",
         a.label,
         a.count,
         targets.len(),
-        a.concurrency
+        a.concurrency,
+        if a.rooms > 0 {
+            format!(
+                ", IDENTIFY into {} rooms that already have {} members in all",
+                a.rooms, a.prefill
+            )
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(
         md,
@@ -213,6 +381,17 @@ pub async fn run(a: ConnectArgs) -> Result<()> {
             node_cpu * 1e6 / ok.max(1) as f64
         );
     }
+    let mut round_trips = None;
+    if let (Some(metric), Some(m0), Some(m1)) = (&a.redis_metric, metric0, metric1) {
+        let background = background_per_s * metric_secs;
+        let per_login = (m1 - m0 - background).max(0.0) / ok.max(1) as f64;
+        round_trips = Some(per_login);
+        let _ = writeln!(
+            md,
+            "\nRedis round trips per login: {per_login:.2} (`{metric}` summed over the nodes rose by {:.0} during the {metric_secs:.2} s of logins; {background:.0} of that is the nodes' background traffic, {background_per_s:.1}/s measured for 3 s before, subtracted).",
+            m1 - m0
+        );
+    }
     if let Some(e) = first_err {
         let _ = writeln!(md, "\nFirst error: {e}");
     }
@@ -223,6 +402,7 @@ pub async fn run(a: ConnectArgs) -> Result<()> {
         "ok": ok, "failed": failed, "seconds": secs, "logins_per_s": ok as f64 / secs,
         "p50_us": lt.p50, "p99_us": lt.p99, "max_us": lt.max,
         "node_cpu_us_per_login": node_cpu * 1e6 / ok.max(1) as f64,
+        "rooms": a.rooms, "prefill": a.prefill, "redis_round_trips_per_login": round_trips,
     });
     stats::append_report(a.summary.as_deref(), &format!("{j}\n"))?;
     Ok(())

@@ -36,7 +36,7 @@ use crate::shutdown::Shutdown;
 /// Serves one upgraded WebSocket until it closes.
 pub async fn serve<S>(chat: Arc<Chat>, ws: WebSocketStream<S>, slot: ConnectionSlot, peer: IpAddr)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + HasOutbox + Unpin + Send + 'static,
 {
     let limits = &chat.config.limits;
     let conn = Arc::new(
@@ -45,9 +45,11 @@ where
             .with_peer(peer),
     );
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
+    let outbox = ws.get_ref().outbox();
     let (sink, mut stream) = ws.split();
     let writer = tokio::spawn(write_loop(
         sink,
+        outbox,
         conn.clone(),
         chat.shutdown.clone(),
         chat.config.websocket.write_batch,
@@ -59,6 +61,28 @@ where
     if let Flow::Close(code, reason) = ended.flow {
         conn.close(code, reason);
     }
+    // The writer waits on its queue only: it looks at the node's shutdown
+    // when woken.
+    conn.wake_writer();
+    // What follows runs once, at the close: boxed, so that the task of every
+    // open connection does not carry its state (the lingering close and the
+    // release), only the reader's.
+    Box::pin(close(chat, session, conn, stream, writer, ended.peer)).await;
+    drop(slot);
+}
+
+/// Closes a connection whose reader ended: releases the session and sends
+/// the close (lingering), in the order that suits who closed.
+async fn close<S>(
+    chat: Arc<Chat>,
+    mut session: Session,
+    conn: Arc<ConnHandle>,
+    stream: SplitStream<WebSocketStream<S>>,
+    writer: JoinHandle<Option<SplitSink<WebSocketStream<S>, Message>>>,
+    peer: PeerState,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     // Release the name and membership, bounded so a dead store cannot hold
     // the task (the store's own expiry cleans up after a node that failed).
     let release = Duration::from_millis(chat.config.redis.command_timeout_ms * 3);
@@ -74,13 +98,13 @@ where
     if conn.close_reason().is_some() || chat.shutdown.is_triggered() {
         // The server closes: the close goes out (and the client's input is
         // read away) while the session is released.
-        tokio::join!(release, linger(stream, writer, ended.peer, grace));
+        tokio::join!(release, linger(stream, writer, peer, grace));
     } else {
         // The client closed or went away: release first, then answer, so
         // that once the client sees our close its name is free again.
         release.await;
         conn.close(1000, "");
-        linger(stream, writer, ended.peer, grace).await;
+        linger(stream, writer, peer, grace).await;
     }
     // Every close is counted by its code (a node shutdown closes with 1001).
     let (code, reason) = conn
@@ -88,7 +112,6 @@ where
         .unwrap_or((close::GOING_AWAY, "going away"));
     metrics::counter!(m::CLOSES, "code" => code.to_string()).increment(1);
     tracing::debug!(conn = conn.id, code, reason, "closed connection");
-    drop(slot);
 }
 
 /// The lingering close: the writer sends what is queued and the close frame
@@ -269,6 +292,7 @@ where
 /// gone. Returns the sink for the lingering close, unless the socket failed.
 async fn write_loop<S>(
     mut sink: SplitSink<WebSocketStream<S>, Message>,
+    outbox: Arc<Outbox>,
     conn: Arc<ConnHandle>,
     shutdown: Arc<Shutdown>,
     batch_size: usize,
@@ -279,16 +303,33 @@ where
 {
     let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The writer and the queue swap this buffer (see
+    // `ConnHandle::take_frames_into`): no allocation per batch.
+    let mut batch = VecDeque::new();
     loop {
+        // Not select! branches: a cancellation future registers with its
+        // token on every poll, and the node's shutdown token is shared by
+        // every connection (one lock for all, per frame). `close` and the
+        // reader's end wake this task instead.
+        if conn.closing().is_cancelled() || shutdown.is_triggered() {
+            break;
+        }
         let sent = tokio::select! {
             biased;
-            _ = conn.closing().cancelled() => break,
-            _ = shutdown.token().cancelled() => break,
             _ = conn.frames_ready() => {
-                write_batch(&mut sink, conn.take_frames(), batch_size).await
+                if conn.closing().is_cancelled() || shutdown.is_triggered() {
+                    break;
+                }
+                conn.take_frames_into(&mut batch);
+                write_batch(&mut sink, &outbox, &mut batch, batch_size).await
             }
             _ = ping.tick() => sink.send(Message::Ping(Bytes::new())).await,
         };
+        if batch.capacity() > RETAINED_BATCH_SLOTS {
+            // A burst grew it: give the memory back (an idle connection
+            // keeps at most RETAINED_BATCH_SLOTS slots in each buffer).
+            batch = VecDeque::new();
+        }
         if let Err(error) = sent {
             if !write_failed(&conn, error) {
                 return None;
@@ -311,7 +352,7 @@ where
                 last.push_back(notice.frame.clone());
             }
         }
-        if let Err(error) = write_batch(&mut sink, last, batch_size).await {
+        if let Err(error) = write_batch(&mut sink, &outbox, &mut last, batch_size).await {
             if !write_failed(&conn, error) {
                 return None;
             }
@@ -350,11 +391,13 @@ fn write_failed(conn: &ConnHandle, error: WsError) -> bool {
     }
 }
 
-/// Feeds the frames and flushes once per `batch_size` frames (and at the
-/// end), so a burst costs few socket writes.
+/// Frames the texts into the socket's buffer and flushes once per
+/// `batch_size` frames (and at the end), so a burst costs few socket writes.
+/// Leaves `frames` empty (its capacity kept for the next batch).
 async fn write_batch<S>(
     sink: &mut SplitSink<WebSocketStream<S>, Message>,
-    frames: VecDeque<Frame>,
+    outbox: &Outbox,
+    frames: &mut VecDeque<Frame>,
     batch_size: usize,
 ) -> Result<(), WsError>
 where
@@ -363,76 +406,223 @@ where
     if frames.is_empty() {
         return Ok(());
     }
-    for (i, frame) in frames.into_iter().enumerate() {
-        sink.feed(Message::Text(frame)).await?;
-        if (i + 1) % batch_size == 0 {
-            sink.flush().await?;
+    let result = async {
+        let mut fed = 0usize;
+        while let Some(frame) = frames.pop_front() {
+            if outbox.is_full_for(frame.len() + MAX_HEADER) {
+                sink.flush().await?;
+            }
+            outbox.push_text(frame.as_bytes())?;
+            fed += 1;
+            if fed.is_multiple_of(batch_size) {
+                sink.flush().await?;
+            }
         }
+        sink.flush().await
     }
-    sink.flush().await
+    .await;
+    frames.clear();
+    result
 }
 
-/// The socket under a WebSocket: collects what tungstenite writes and sends
-/// it on flush (or once `coalesce_bytes` are waiting), then gives the
-/// buffer's memory back as soon as it is empty.
+/// Slots of the writer's batch buffer (and so of the queue it swaps with)
+/// kept between batches: 4 frames of 32 bytes each, enough for the one or
+/// two frames per batch of a busy room at moderate rates, so those
+/// allocate nothing per frame; a burst that grew it beyond is freed after
+/// it was written. Costs an idle connection at most 2 × 128 bytes.
+pub(crate) const RETAINED_BATCH_SLOTS: usize = 4;
+
+/// The socket under a WebSocket: collects what tungstenite writes (pings,
+/// pongs, close frames) and the text frames the writer task encodes itself
+/// ([`Outbox::push_text`]), sends them on flush (or once `coalesce_bytes`
+/// are waiting), then gives the buffer's memory back as soon as it is empty.
 ///
-/// Why: tungstenite's own write buffer keeps the capacity of the largest
-/// batch it ever held (a `Vec` it drains but never shrinks), so every
-/// connection that once received a burst kept several KiB while idle. With
-/// tungstenite's `write_buffer_size` at 0 each frame passes straight through
-/// to this buffer (tungstenite then keeps only the largest single frame's
-/// capacity), and this one is freed whenever a flush empties it. A burst
-/// still costs one socket write per flush; an idle connection holds no
-/// write buffer. The cost is one copy of each outgoing frame and one
-/// allocation per burst.
+/// Why: tungstenite's own write buffers keep their largest capacity (a `Vec`
+/// drained but never shrunk). Its frame buffer (`out_buffer`) keeps the size
+/// of the largest single frame it ever formatted: for most connections the
+/// CACHE_UPDATE, about 8.5 KB when it lists 100 rooms (heap profile,
+/// bench/results/issue13-memory-cpu.md). Text frames therefore do not go
+/// through tungstenite: the writer task frames them here (a server frame is
+/// a 2-10 byte header and the payload, unmasked: the same bytes tungstenite
+/// would write), and this buffer is freed whenever a flush empties it. An
+/// idle connection holds no write buffer; a burst still costs one socket
+/// write per flush, and each outgoing frame is copied once, as tungstenite
+/// would.
 ///
 /// Bounded: once `max_bytes` are waiting and the socket takes no more,
-/// writes wait (the writer stops, its queue fills, and the connection is
-/// closed as a slow consumer, as with tungstenite's own buffer).
+/// tungstenite's writes wait and the writer task flushes before it adds
+/// more (its queue then fills, and the connection is closed as a slow
+/// consumer).
 pub(crate) struct ReleasingWriter<S> {
     inner: S,
-    buf: Vec<u8>,
-    /// Bytes of `buf` already written to `inner`.
-    written: usize,
+    out: Arc<Outbox>,
+}
+
+/// The bytes waiting for the socket, shared by the connection's writer task
+/// (text frames) and tungstenite (everything else, in call order).
+pub struct Outbox {
+    state: std::sync::Mutex<OutState>,
     coalesce_bytes: usize,
     max_bytes: usize,
+}
+
+#[derive(Default)]
+struct OutState {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written to the socket.
+    written: usize,
+    /// A close frame was queued: nothing may follow it.
+    closed: bool,
+}
+
+impl OutState {
+    fn waiting(&self) -> usize {
+        self.buf.len() - self.written
+    }
+
+    /// Drops what was written, before more is appended.
+    fn compact(&mut self) {
+        if self.written > 0 {
+            self.buf.drain(..self.written);
+            self.written = 0;
+        }
+    }
+}
+
+impl Outbox {
+    fn state(&self) -> std::sync::MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `len` more bytes would exceed `max_bytes` while something is
+    /// waiting: the socket must take some first.
+    fn is_full_for(&self, len: usize) -> bool {
+        let waiting = self.state().waiting();
+        waiting > 0 && waiting + len > self.max_bytes
+    }
+
+    /// Queues one text frame (server to client: FIN, opcode text, no mask).
+    /// After a close frame nothing more is queued, as tungstenite refuses to
+    /// write after closing.
+    fn push_text(&self, payload: &[u8]) -> Result<(), WsError> {
+        let mut state = self.state();
+        if state.closed {
+            return Err(WsError::Protocol(
+                tokio_tungstenite::tungstenite::error::ProtocolError::SendAfterClosing,
+            ));
+        }
+        let len = payload.len();
+        let header = match len {
+            0..126 => 2,
+            126..=0xffff => 4,
+            _ => MAX_HEADER,
+        };
+        if header + len > self.max_bytes {
+            // As tungstenite: a frame larger than the whole write buffer
+            // cannot be sent (the connection closes with 1011).
+            return Err(WsError::WriteBufferFull(Box::new(Message::Text(
+                "frame larger than websocket.max_write_buffer_bytes".into(),
+            ))));
+        }
+        state.compact();
+        state.buf.reserve(len + MAX_HEADER);
+        state.buf.push(0x81);
+        if len < 126 {
+            state.buf.push(len as u8);
+        } else if len <= u16::MAX as usize {
+            state.buf.push(126);
+            state.buf.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            state.buf.push(127);
+            state.buf.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        state.buf.extend_from_slice(payload);
+        Ok(())
+    }
+
+    /// Whether an unflushed write of this size should go out now.
+    fn over_coalesce(&self) -> bool {
+        self.state().waiting() > self.coalesce_bytes
+    }
+}
+
+/// The longest header of an unmasked frame.
+const MAX_HEADER: usize = 10;
+
+/// Whether `data`, whole frames as tungstenite writes them, holds a close
+/// frame.
+fn holds_close_frame(mut data: &[u8]) -> bool {
+    while data.len() >= 2 {
+        if data[0] & 0x0f == 0x8 {
+            return true;
+        }
+        let (len, header) = match data[1] & 0x7f {
+            126 if data.len() >= 4 => (u16::from_be_bytes([data[2], data[3]]) as usize, 4),
+            127 if data.len() >= 10 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&data[2..10]);
+                (u64::from_be_bytes(b) as usize, 10)
+            }
+            126 | 127 => return false,
+            n => (n as usize, 2),
+        };
+        let mask: usize = if data[1] & 0x80 != 0 { 4 } else { 0 };
+        data = &data[(header + mask).saturating_add(len).min(data.len())..];
+    }
+    false
 }
 
 impl<S> ReleasingWriter<S> {
     pub(crate) fn new(inner: S, config: &crate::config::WebSocketConfig) -> Self {
         Self {
             inner,
-            buf: Vec::new(),
-            written: 0,
-            coalesce_bytes: config.write_buffer_bytes,
-            max_bytes: config.max_write_buffer_bytes,
+            out: Arc::new(Outbox {
+                state: std::sync::Mutex::default(),
+                coalesce_bytes: config.write_buffer_bytes,
+                max_bytes: config.max_write_buffer_bytes,
+            }),
         }
-    }
-
-    fn waiting(&self) -> usize {
-        self.buf.len() - self.written
     }
 
     /// Capacity of the buffer (for tests: 0 once a flush emptied it).
     #[cfg(test)]
     fn capacity(&self) -> usize {
-        self.buf.capacity()
+        self.out.state().buf.capacity()
+    }
+
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.out.state().waiting()
+    }
+}
+
+/// A socket whose writes the connection's writer task can add text frames
+/// to directly.
+pub trait HasOutbox {
+    fn outbox(&self) -> Arc<Outbox>;
+}
+
+impl<S> HasOutbox for ReleasingWriter<S> {
+    fn outbox(&self) -> Arc<Outbox> {
+        self.out.clone()
     }
 }
 
 impl<S: AsyncWrite + Unpin> ReleasingWriter<S> {
     /// Writes everything waiting; frees the buffer once it is empty.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        while self.written < self.buf.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.written..]))?;
+        let mut state = self.out.state();
+        while state.written < state.buf.len() {
+            let from = state.written;
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &state.buf[from..]))?;
             if n == 0 {
                 return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
-            self.written += n;
+            state.written += n;
         }
         // Empty: give the memory back (an idle connection keeps nothing).
-        self.buf = Vec::new();
-        self.written = 0;
+        state.buf = Vec::new();
+        state.written = 0;
         Poll::Ready(Ok(()))
     }
 }
@@ -454,16 +644,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReleasingWriter<S> {
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        if this.waiting() > 0 && this.waiting() + data.len() > this.max_bytes {
+        if this.out.is_full_for(data.len()) {
             // Full: wait until the socket took what is waiting.
             ready!(this.poll_drain(cx))?;
         }
-        if this.written > 0 {
-            this.buf.drain(..this.written);
-            this.written = 0;
+        {
+            let mut state = this.out.state();
+            state.compact();
+            state.buf.extend_from_slice(data);
+            if holds_close_frame(data) {
+                state.closed = true;
+            }
         }
-        this.buf.extend_from_slice(data);
-        if this.waiting() > this.coalesce_bytes {
+        if this.out.over_coalesce() {
             // Enough for a full write: send what the socket takes now.
             if let Poll::Ready(Err(error)) = this.poll_drain(cx) {
                 return Poll::Ready(Err(error));
@@ -496,6 +689,47 @@ mod tests {
             max_write_buffer_bytes: max,
             ..Default::default()
         }
+    }
+
+    /// The writer's own text frames are byte for byte what tungstenite
+    /// writes, and a close frame written through tungstenite stops them.
+    #[test]
+    fn text_frames_match_tungstenite_and_stop_after_a_close() {
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+        let (a, _b) = tokio::io::duplex(16);
+        let w = ReleasingWriter::new(a, &config(4096, 1 << 20));
+        let outbox = w.outbox();
+        let mut expected = Vec::new();
+        for len in [0usize, 5, 125, 126, 200, 65535, 65536, 70000] {
+            let payload = "x".repeat(len);
+            outbox.push_text(payload.as_bytes()).unwrap();
+            WsFrame::message(payload.into_bytes(), OpCode::Data(Data::Text), true)
+                .format(&mut expected)
+                .unwrap();
+        }
+        assert_eq!(outbox.state().buf, expected);
+        let mut close = Vec::new();
+        WsFrame::close(None).format(&mut close).unwrap();
+        let mut ping = Vec::new();
+        WsFrame::ping(vec![1, 2, 3]).format(&mut ping).unwrap();
+        assert!(!holds_close_frame(&ping));
+        assert!(holds_close_frame(&close));
+        assert!(holds_close_frame(&[ping.clone(), close].concat()));
+        assert!(!holds_close_frame(&expected));
+    }
+
+    #[tokio::test]
+    async fn nothing_follows_a_close_frame() {
+        let (a, _b) = tokio::io::duplex(1 << 16);
+        let mut w = ReleasingWriter::new(a, &config(4096, 65536));
+        let outbox = w.outbox();
+        outbox.push_text(b"before").unwrap();
+        w.write_all(&[0x88, 0x00]).await.unwrap();
+        assert!(matches!(
+            outbox.push_text(b"after"),
+            Err(WsError::Protocol(_))
+        ));
     }
 
     #[tokio::test]
