@@ -163,7 +163,7 @@ impl ConnHandle {
     /// first, and leaves `out`'s former buffer as the queue: the writer and
     /// the queue swap two buffers, so a busy connection allocates nothing
     /// per frame. The caller bounds what `out` keeps while idle (see
-    /// `net::connection::RETAINED_BATCH_SLOTS`).
+    /// `websocket.retained_batch_frames`).
     pub fn take_frames_into(&self, out: &mut VecDeque<Frame>) {
         debug_assert!(out.is_empty());
         let mut queues = self.queues();

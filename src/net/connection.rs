@@ -53,6 +53,7 @@ where
         conn.clone(),
         chat.shutdown.clone(),
         chat.config.websocket.write_batch,
+        chat.config.websocket.retained_batch_frames,
         Duration::from_secs(limits.ping_interval_secs),
     ));
 
@@ -296,6 +297,7 @@ async fn write_loop<S>(
     conn: Arc<ConnHandle>,
     shutdown: Arc<Shutdown>,
     batch_size: usize,
+    retained_batch_frames: usize,
     ping_interval: Duration,
 ) -> Option<SplitSink<WebSocketStream<S>, Message>>
 where
@@ -325,9 +327,10 @@ where
             }
             _ = ping.tick() => sink.send(Message::Ping(Bytes::new())).await,
         };
-        if batch.capacity() > RETAINED_BATCH_SLOTS {
+        if batch.capacity() > retained_batch_frames {
             // A burst grew it: give the memory back (an idle connection
-            // keeps at most RETAINED_BATCH_SLOTS slots in each buffer).
+            // keeps at most `websocket.retained_batch_frames` slots in each
+            // buffer).
             batch = VecDeque::new();
         }
         if let Err(error) = sent {
@@ -424,13 +427,6 @@ where
     frames.clear();
     result
 }
-
-/// Slots of the writer's batch buffer (and so of the queue it swaps with)
-/// kept between batches: 4 frames of 32 bytes each, enough for the one or
-/// two frames per batch of a busy room at moderate rates, so those
-/// allocate nothing per frame; a burst that grew it beyond is freed after
-/// it was written. Costs an idle connection at most 2 × 128 bytes.
-pub(crate) const RETAINED_BATCH_SLOTS: usize = 4;
 
 /// The socket under a WebSocket: collects what tungstenite writes (pings,
 /// pongs, close frames) and the text frames the writer task encodes itself
