@@ -293,7 +293,7 @@ async fn unsendable_frame_closes_1011(backend: Backend) {
     // closed too; a new client is served.
     let _ = witness.recv_event().await;
     node.assert_serving().await;
-    let mut y = node.login(&unique("after")).await;
+    let mut y = node.login_amid_traffic(&unique("after")).await;
     y.roundtrip("still served").await;
 }
 

@@ -259,6 +259,17 @@ impl TestNode {
         c
     }
 
+    /// A client logged in as `name` whose CACHE_UPDATE has arrived, without
+    /// insisting on the exact frames after it: other users' presence
+    /// notices (a closing client's `left`) may come before its own `joined`.
+    pub async fn login_amid_traffic(&self, name: &str) -> Client {
+        let mut c = Client::connect(self.addr).await;
+        c.label = name.to_string();
+        c.send_identify(json!({ "name": name })).await;
+        c.recv_until(&expect::op(4)).await;
+        c
+    }
+
     /// Drains this node (like SIGTERM): SHUTDOWN `reconnect: true`, close
     /// 1001, then it stops.
     pub fn drain(&self) {
@@ -283,7 +294,7 @@ impl TestNode {
     /// in, sends a message and sees it come back.
     pub async fn assert_serving(&self) {
         let name = unique("probe");
-        let mut c = self.login(&name).await;
+        let mut c = self.login_amid_traffic(&name).await;
         c.send_message("still serving?").await;
         c.recv_until(&expect::message(&name, "still serving?"))
             .await;
