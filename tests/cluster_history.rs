@@ -17,15 +17,14 @@
 mod cluster_support;
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster_support::chaos::Member;
+use cluster_support::chaos::{stop_and_collect, Member};
 use cluster_support::node_config;
 use common::redis_server::Resp;
 use common::{bounded, expect, RedisServer, TestNode};
-use serde_json::json;
 
 const ROOM: &str = "chaos";
 /// Members per node.
@@ -102,20 +101,8 @@ async fn no_client_misses_a_message_through_kills_restarts_and_drains() {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await;
-        stop.store(true, Ordering::Release);
-
-        let mut members = Vec::new();
-        for task in tasks {
-            members.push(task.await.expect("member task"));
-        }
         // The room's numbering at the end: every seq up to it was accepted.
-        let m = &mut members[0];
-        m.client
-            .send_json(json!({"op": 8, "d": {"limit": 1}}))
-            .await;
-        let last = m.pump_until(&expect::op(9)).await["d"]["last_seq"]
-            .as_u64()
-            .unwrap();
+        let (members, last) = stop_and_collect(&stop, tasks).await;
         let sent: usize = members.iter().map(|m| m.sent).sum();
         println!("MEASURED chaos: {sent} sends, last_seq {last}");
         assert!(last > 200, "too few messages to mean anything: {last}");

@@ -18,11 +18,11 @@
 mod cluster_support;
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster_support::chaos::Member;
+use cluster_support::chaos::{stop_and_collect, Member};
 use cluster_support::node_config;
 use common::client::Event;
 use common::redis_server::Resp;
@@ -64,18 +64,7 @@ fn chat(
 /// Stops the chat, collects the members, and checks that each holds every
 /// `seq` of the room exactly once, with no live gap, and never reconnected.
 async fn finish(stop: Arc<AtomicBool>, tasks: Vec<tokio::task::JoinHandle<Member>>) {
-    stop.store(true, Ordering::Release);
-    let mut members = Vec::new();
-    for task in tasks {
-        members.push(task.await.expect("member task"));
-    }
-    let m = &mut members[0];
-    m.client
-        .send_json(json!({"op": 8, "d": {"limit": 1}}))
-        .await;
-    let last = m.pump_until(&expect::op(9)).await["d"]["last_seq"]
-        .as_u64()
-        .unwrap();
+    let (members, last) = stop_and_collect(&stop, tasks).await;
     let sent: usize = members.iter().map(|m| m.sent).sum();
     println!("MEASURED: {sent} sends, last_seq {last}");
     assert!(last > 50, "too few messages to mean anything: {last}");

@@ -14,6 +14,27 @@ use serde_json::{json, Value};
 use crate::common::client::Event;
 use crate::common::{expect, Client};
 
+/// Stops the chat, waits for every member's task, and asks (through the
+/// first member) the room's last `seq`: every `seq` up to it was accepted.
+pub async fn stop_and_collect(
+    stop: &AtomicBool,
+    tasks: Vec<tokio::task::JoinHandle<Member>>,
+) -> (Vec<Member>, u64) {
+    stop.store(true, Ordering::Release);
+    let mut members = Vec::new();
+    for task in tasks {
+        members.push(task.await.expect("member task"));
+    }
+    let m = &mut members[0];
+    m.client
+        .send_json(json!({"op": 8, "d": {"limit": 1}}))
+        .await;
+    let last = m.pump_until(&expect::op(9)).await["d"]["last_seq"]
+        .as_u64()
+        .unwrap();
+    (members, last)
+}
+
 /// Pause between two messages of one member (about 20 per second each).
 pub const SEND_EVERY: Duration = Duration::from_millis(50);
 
