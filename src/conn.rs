@@ -8,6 +8,12 @@
 //! idle connection would carry. An empty `VecDeque` allocates nothing, and
 //! the writer takes the whole queue at once, leaving an empty one behind.
 //! Pushing never waits: a full queue closes the connection with 4009.
+//!
+//! Presence notices may be *deferred* ([`ConnHandle::send_deferred`]): they
+//! are queued in order like any frame, but the writer is not woken for them;
+//! the registry's next presence flush (or the next frame that is not
+//! deferred) wakes it. A burst of logins into a room then costs each member
+//! one socket write per flush instead of one per notice.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr};
@@ -46,6 +52,23 @@ struct Queues {
     /// Bytes of `frames`, bounded by `max_frame_bytes`.
     frame_bytes: usize,
     controls: VecDeque<Control>,
+    /// The writer was woken for what `frames` holds and has not taken it
+    /// yet: later pushes need not wake it again (one wake-up per batch).
+    writer_woken: bool,
+    /// Deferred frames wait in `frames` and a flush is scheduled
+    /// ([`ConnHandle::flush_deferred`]).
+    flush_scheduled: bool,
+}
+
+/// What [`ConnHandle::send_deferred`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deferred {
+    /// Queued; the writer is already due, or a flush is scheduled.
+    Queued,
+    /// Queued; the caller must call [`ConnHandle::flush_deferred`] later.
+    NeedsFlush,
+    /// Not queued: the connection is closing or its queue overflowed.
+    Dropped,
 }
 
 /// The shared end of one connection.
@@ -103,29 +126,67 @@ impl ConnHandle {
     /// is queued once the connection is closing, and a full queue closes it
     /// with 4009 (slow consumer).
     pub fn send(&self, frame: Frame) -> bool {
+        self.push(frame, false) != Deferred::Dropped
+    }
+
+    /// Queues a frame that may wait up to the next presence flush: the
+    /// writer is not woken for it (a later [`send`](Self::send) takes it
+    /// along, in order). [`Deferred::NeedsFlush`] asks the caller to call
+    /// [`flush_deferred`](Self::flush_deferred) later; it is returned once
+    /// per flush, so a connection is scheduled at most once.
+    pub fn send_deferred(&self, frame: Frame) -> Deferred {
+        self.push(frame, true)
+    }
+
+    fn push(&self, frame: Frame, deferred: bool) -> Deferred {
         if self.closing.is_cancelled() {
-            return false;
+            return Deferred::Dropped;
         }
+        let mut queues = self.queues();
+        if queues.frames.len() >= self.max_frames
+            || queues.frame_bytes + frame.len() > self.max_frame_bytes
         {
-            let mut queues = self.queues();
-            if queues.frames.len() >= self.max_frames
-                || queues.frame_bytes + frame.len() > self.max_frame_bytes
-            {
-                drop(queues);
-                self.slow_consumer();
-                return false;
-            }
-            queues.frame_bytes += frame.len();
-            queues.frames.push_back(frame);
-            if queues.frames.len() > 1 {
-                // The push that made the queue non-empty already woke the
-                // writer, which has not taken the queue yet: one wake-up
-                // per batch, not per frame.
-                return true;
-            }
+            drop(queues);
+            self.slow_consumer();
+            return Deferred::Dropped;
         }
+        queues.frame_bytes += frame.len();
+        queues.frames.push_back(frame);
+        if queues.writer_woken {
+            return Deferred::Queued;
+        }
+        // Deferral saves socket writes, never queue room: once an eighth of
+        // the queue's bound waits, the writer is woken as for any frame, so
+        // a busy room's notices cannot bring a reader near 4009.
+        if deferred && queues.frames.len() < self.max_deferred_frames() {
+            if queues.flush_scheduled {
+                return Deferred::Queued;
+            }
+            queues.flush_scheduled = true;
+            return Deferred::NeedsFlush;
+        }
+        queues.writer_woken = true;
+        drop(queues);
         self.frames_ready.notify_one();
-        true
+        Deferred::Queued
+    }
+
+    /// Frames that may wait for a flush (see `push`).
+    fn max_deferred_frames(&self) -> usize {
+        (self.max_frames / 8).max(1)
+    }
+
+    /// The scheduled flush of deferred frames: wakes the writer if they
+    /// still wait (nothing else took them along).
+    pub fn flush_deferred(&self) {
+        let mut queues = self.queues();
+        queues.flush_scheduled = false;
+        if queues.writer_woken || queues.frames.is_empty() {
+            return;
+        }
+        queues.writer_woken = true;
+        drop(queues);
+        self.frames_ready.notify_one();
     }
 
     /// Queues control work for the session; overflow is a slow consumer too.
@@ -156,6 +217,7 @@ impl ConnHandle {
     pub fn take_frames(&self) -> VecDeque<Frame> {
         let mut queues = self.queues();
         queues.frame_bytes = 0;
+        queues.writer_woken = false;
         std::mem::take(&mut queues.frames)
     }
 
@@ -168,6 +230,7 @@ impl ConnHandle {
         debug_assert!(out.is_empty());
         let mut queues = self.queues();
         queues.frame_bytes = 0;
+        queues.writer_woken = false;
         std::mem::swap(&mut queues.frames, out);
     }
 
@@ -305,6 +368,58 @@ mod tests {
         // Closing wakes it too.
         conn.close(1000, "");
         wait().await.expect("close wakes the writer");
+    }
+
+    #[tokio::test]
+    async fn deferred_frames_wait_for_a_flush_or_the_next_frame() {
+        let conn = ConnHandle::new(1, 64, 8);
+        let mut batch = VecDeque::new();
+        let wait =
+            || tokio::time::timeout(std::time::Duration::from_millis(50), conn.frames_ready());
+        assert_eq!(conn.send_deferred(frame("j1")), Deferred::NeedsFlush);
+        assert_eq!(
+            conn.send_deferred(frame("j2")),
+            Deferred::Queued,
+            "scheduled once per flush"
+        );
+        assert!(
+            wait().await.is_err(),
+            "deferred frames do not wake the writer"
+        );
+        conn.flush_deferred();
+        wait().await.expect("the flush woke the writer");
+        conn.take_frames_into(&mut batch);
+        assert_eq!(batch, [frame("j1"), frame("j2")]);
+        batch.clear();
+
+        // A frame that is not deferred takes the waiting ones along, in order.
+        assert_eq!(conn.send_deferred(frame("j3")), Deferred::NeedsFlush);
+        assert!(conn.send(frame("m1")));
+        wait().await.expect("a plain frame wakes the writer");
+        conn.take_frames_into(&mut batch);
+        assert_eq!(batch, [frame("j3"), frame("m1")]);
+        batch.clear();
+        // The flush scheduled for j3 finds nothing left: no wake-up.
+        conn.flush_deferred();
+        assert!(wait().await.is_err(), "nothing waited: no wake-up");
+
+        // While the writer is due anyway, a deferred frame needs no flush.
+        assert!(conn.send(frame("m2")));
+        assert_eq!(conn.send_deferred(frame("j4")), Deferred::Queued);
+        wait().await.expect("woken for m2");
+        conn.take_frames_into(&mut batch);
+        assert_eq!(batch, [frame("m2"), frame("j4")]);
+
+        // Once an eighth of the queue's bound waits, a deferred frame wakes
+        // the writer at once: deferral never fills the queue.
+        let conn = ConnHandle::new(1, 16, 1);
+        let wait =
+            || tokio::time::timeout(std::time::Duration::from_millis(50), conn.frames_ready());
+        assert_eq!(conn.send_deferred(frame("a")), Deferred::NeedsFlush);
+        assert!(wait().await.is_err(), "1 of 16 waits: no wake-up yet");
+        assert_eq!(conn.send_deferred(frame("b")), Deferred::Queued);
+        wait().await.expect("2 of 16 wait: woken at once");
+        assert_eq!(conn.take_frames().len(), 2);
     }
 
     #[tokio::test]

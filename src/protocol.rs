@@ -428,6 +428,15 @@ pub fn message_d(frame: &[u8]) -> Option<&[u8]> {
 
 const MESSAGE_FRAME_HEAD: &[u8] = b"{\"op\":0,\"d\":";
 
+/// Whether `frame` is a `joined` or `left` NOTICE built by
+/// [`presence_notice`] (the fan-out may defer those), without parsing it.
+pub fn is_presence_notice(frame: &[u8]) -> bool {
+    frame.starts_with(PRESENCE_JOINED_HEAD) || frame.starts_with(PRESENCE_LEFT_HEAD)
+}
+
+const PRESENCE_JOINED_HEAD: &[u8] = b"{\"op\":7,\"d\":{\"code\":\"joined\",";
+const PRESENCE_LEFT_HEAD: &[u8] = b"{\"op\":7,\"d\":{\"code\":\"left\",";
+
 /// HISTORY (op 9). `messages` are MESSAGE frames (as stored by the
 /// backplane) in `seq` order; their `d` objects are copied, not re-parsed.
 /// Frames that are not MESSAGE frames are skipped.
@@ -535,6 +544,27 @@ pub fn normalize_room_name(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presence_notices_are_recognised_without_parsing() {
+        assert!(is_presence_notice(
+            presence_notice(true, "ann", "lobby").as_bytes()
+        ));
+        assert!(is_presence_notice(
+            presence_notice(false, "ann", "lobby").as_bytes()
+        ));
+        let info = notice(NoticeCode::Info, "joined", Some("lobby"), Some("ann"));
+        assert!(!is_presence_notice(info.as_bytes()));
+        let message = MessageDraft {
+            author: "ann".into(),
+            content: "{\"op\":7,\"d\":{\"code\":\"joined\",".into(),
+            room: "lobby".into(),
+            id: "1".into(),
+            ts: 1,
+        }
+        .frame(1);
+        assert!(!is_presence_notice(&message));
+    }
 
     #[test]
     fn parses_each_client_op() {

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
 
@@ -18,7 +18,7 @@ use crate::metrics as m;
 use crate::protocol::Frame;
 use crate::shutdown::Shutdown;
 
-pub use crate::conn::{ConnHandle, ConnId, Control, EvictReason};
+pub use crate::conn::{ConnHandle, ConnId, Control, Deferred, EvictReason};
 
 /// A logged-in user of this node.
 struct LocalSession {
@@ -78,6 +78,14 @@ pub struct Registry {
     /// name and search the recorder's registry on every call).
     frames_out_metric: metrics::Counter,
     fanout_seconds: metrics::Histogram,
+    /// Whether joined/left notices are deferred to the next presence flush
+    /// (`limits.presence_delay_ms` > 0; the server runs the flush).
+    defer_presence: bool,
+    /// Connections with deferred notices waiting, for the next
+    /// [`Registry::flush_presence`]. Bounded by the number of connections:
+    /// each is listed at most once per flush (see
+    /// [`ConnHandle::send_deferred`]).
+    presence_due: Mutex<Vec<Arc<ConnHandle>>>,
 }
 
 impl Registry {
@@ -95,7 +103,42 @@ impl Registry {
             // The server installs the recorder before it builds the registry.
             frames_out_metric: metrics::counter!(m::FRAMES_OUT),
             fanout_seconds: metrics::histogram!(m::FANOUT_SECONDS),
+            defer_presence: false,
+            presence_due: Mutex::default(),
         })
+    }
+
+    /// Defers joined/left notices: queued without waking the writers, which
+    /// a task then wakes every `every` ([`flush_presence`](Self::flush_presence)).
+    /// The task holds the registry weakly and ends within `every` after the
+    /// node dropped it; it keeps flushing while the node drains, since
+    /// clients on other nodes' rooms still come and go.
+    pub fn defer_presence(mut self: Arc<Self>, every: std::time::Duration) -> Arc<Self> {
+        Arc::get_mut(&mut self)
+            .expect("set before the registry is shared")
+            .defer_presence = true;
+        let registry = Arc::downgrade(&self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(registry) = registry.upgrade() else {
+                    return;
+                };
+                registry.flush_presence();
+            }
+        });
+        self
+    }
+
+    /// Wakes the writers of connections whose deferred presence notices
+    /// still wait.
+    pub fn flush_presence(&self) {
+        let due = std::mem::take(&mut *self.presence_due.lock().unwrap_or_else(|e| e.into_inner()));
+        for conn in due {
+            conn.flush_deferred();
+        }
     }
 
     /// Names this node for [`ClusterEvent::Drain`]; the first call wins.
@@ -271,12 +314,31 @@ impl Registry {
 }
 
 /// Queues `frame` for every local member of `room`; returns how many.
-fn route(members: &Members, room: &str, frame: &Frame) -> u64 {
+/// Presence notices are deferred when `due` is given: connections that need
+/// a flush for them are added to it.
+fn route(
+    members: &Members,
+    room: &str,
+    frame: &Frame,
+    due: Option<&Mutex<Vec<Arc<ConnHandle>>>>,
+) -> u64 {
     let Some(conns) = members.rooms.get(room) else {
         return 0;
     };
-    for conn in conns.values() {
-        conn.send(frame.clone());
+    match due {
+        Some(due) if crate::protocol::is_presence_notice(frame.as_bytes()) => {
+            let mut due = due.lock().unwrap_or_else(|e| e.into_inner());
+            for conn in conns.values() {
+                if conn.send_deferred(frame.clone()) == Deferred::NeedsFlush {
+                    due.push(conn.clone());
+                }
+            }
+        }
+        _ => {
+            for conn in conns.values() {
+                conn.send(frame.clone());
+            }
+        }
     }
     conns.len() as u64
 }
@@ -291,6 +353,11 @@ fn remove_member(members: &mut Members, room: &str, id: ConnId) {
 }
 
 impl Registry {
+    /// Where deferred presence notices are scheduled, when they are.
+    fn presence_due(&self) -> Option<&Mutex<Vec<Arc<ConnHandle>>>> {
+        self.defer_presence.then_some(&self.presence_due)
+    }
+
     /// Counts one room frame fanned out to `routed` local members.
     fn count_routed(&self, routed: u64, started: std::time::Instant) {
         self.frames_out.fetch_add(routed, Ordering::Relaxed);
@@ -312,7 +379,7 @@ impl Delivery for Registry {
         {
             let members = read(&self.members);
             if !members.joining.contains_key(room) {
-                let routed = route(&members, room, &frame);
+                let routed = route(&members, room, &frame, self.presence_due());
                 drop(members);
                 self.count_routed(routed, started);
                 return;
@@ -323,7 +390,7 @@ impl Delivery for Registry {
         // under it) sees each frame either routed to the entrant or
         // recorded for its replay, never neither.
         let mut members = write(&self.members);
-        let routed = route(&members, room, &frame);
+        let routed = route(&members, room, &frame, self.presence_due());
         if let Some(replay) = members.joining.get_mut(room) {
             if replay.frames.len() >= self.join_replay_frames {
                 if let Some(old) = replay.frames.pop_front() {
@@ -452,6 +519,46 @@ mod tests {
         assert_eq!(seqs(&bob), [3, 4, 5]);
         // Nothing is kept once no join is in progress.
         assert!(read(&registry.members).joining.is_empty());
+    }
+
+    /// Issue 13: presence notices wait for the flush (or the next frame
+    /// that is not deferred), in order with everything else.
+    #[tokio::test]
+    async fn presence_notices_wait_for_the_flush() {
+        // The flush task does not tick within the test: it flushes by hand.
+        let every = std::time::Duration::from_secs(3600);
+        let registry = Registry::new(Arc::new(Shutdown::new()), REPLAY).defer_presence(every);
+        let backplane = MemoryBackplane::new("general", registry.clone());
+        let ann = Arc::new(ConnHandle::new(1, 64, 8));
+        registry.acquire_room(&*backplane, "r").await.unwrap();
+        registry.enter("ann", "Ann", "r", &ann, 0);
+        let woken = |conn: &Arc<ConnHandle>| {
+            let conn = conn.clone();
+            async move {
+                tokio::time::timeout(std::time::Duration::from_millis(10), conn.frames_ready())
+                    .await
+                    .is_ok()
+            }
+        };
+        let joined = crate::protocol::presence_notice(true, "Bob", "r");
+        registry.deliver_room("r", Bytes::from(joined.clone()));
+        registry.deliver_room("r", Bytes::from(joined.clone()));
+        assert!(
+            !woken(&ann).await,
+            "a notice alone does not wake the writer"
+        );
+        registry.flush_presence();
+        assert!(woken(&ann).await, "the flush woke it");
+        assert_eq!(ann.take_frames(), [joined.clone(), joined.clone()]);
+
+        // A message takes a waiting notice along, in order.
+        registry.deliver_room("r", Bytes::from(joined.clone()));
+        registry.deliver_room("r", message("r", 1));
+        assert!(woken(&ann).await, "the message woke the writer at once");
+        let frames = ann.take_frames();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0], joined);
+        assert_eq!(crate::backplane::message_seq(frames[1].as_bytes()), Some(1));
     }
 
     /// A join given up (refused) leaves no replay buffer behind.

@@ -72,7 +72,10 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
     let config = Arc::new(config);
     let node_id = node_id(&config);
     let shutdown = Arc::new(Shutdown::new());
-    let registry = Registry::new(shutdown.clone(), config.limits.outbound_queue);
+    let mut registry = Registry::new(shutdown.clone(), config.limits.outbound_queue);
+    if let Some(every) = config.presence_delay() {
+        registry = registry.defer_presence(every);
+    }
     let backplane: SharedBackplane = if config.redis.url.is_empty() {
         MemoryBackplane::with_history(
             &config.server.default_room,
