@@ -61,6 +61,21 @@ fn chat(
         .collect()
 }
 
+/// Reads (and drops) what `client` receives for `dur`; panics if it closes.
+async fn read_for(client: &mut Client, dur: Duration) {
+    let deadline = Instant::now() + dur;
+    loop {
+        match client
+            .recv_event_within(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {
+            Event::Json(_) => {}
+            Event::Timeout => return,
+            other => panic!("{other:?} while reading"),
+        }
+    }
+}
+
 /// Stops the chat, collects the members, and checks that each holds every
 /// `seq` of the room exactly once, with no live gap, and never reconnected.
 async fn finish(stop: Arc<AtomicBool>, tasks: Vec<tokio::task::JoinHandle<Member>>) {
@@ -204,18 +219,26 @@ async fn a_primarys_failover_loses_no_client_and_no_message() {
                 ));
             }
         }
-        // A client that measures the recovery: same room, no chatter.
+        // A client that measures the recovery: same room, no chatter. It
+        // keeps reading the room's traffic, as a real client does: one that
+        // stops reading for the seconds a failover takes is rightly closed
+        // as a slow consumer (4009) once its queue and socket buffers fill.
         let mut probe = member_in(&two, "foprobe", room).await;
         let stop = Arc::new(AtomicBool::new(false));
         let tasks = chat(members, &stop, one.addr());
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        read_for(&mut probe, Duration::from_secs(2)).await;
         let slot = cluster.keyslot("fo:ch:{sturdy}");
         let old_port = cluster.port_for_slot(slot);
         let killed_at = Instant::now();
-        tokio::task::block_in_place(|| cluster.kill_primary_for_slot(slot));
-        let new_port = tokio::task::block_in_place(|| {
-            cluster.wait_failover(slot, old_port, Duration::from_secs(10))
+        let failover = tokio::task::spawn_blocking(move || {
+            cluster.kill_primary_for_slot(slot);
+            let new_port = cluster.wait_failover(slot, old_port, Duration::from_secs(10));
+            (cluster, new_port)
         });
+        while !failover.is_finished() {
+            read_for(&mut probe, Duration::from_millis(50)).await;
+        }
+        let (_cluster, new_port) = failover.await.expect("failover");
         println!(
             "MEASURED: replica {new_port} promoted {} ms after the kill",
             killed_at.elapsed().as_millis()

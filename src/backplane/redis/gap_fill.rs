@@ -21,6 +21,9 @@ use crate::backplane::{HistoryOutcome, HistoryQuery};
 
 /// Failed fills of a room before it is released without its gap.
 const MAX_FILL_FAILURES: u32 = 10;
+/// Missed messages delivered between two yields to the writers (an eighth
+/// of the default `limits.outbound_queue`).
+const MISSED_PER_SLICE: usize = 32;
 /// Reads of one room in one fill (each after an overflow of its buffer).
 const MAX_READS_PER_FILL: usize = 8;
 
@@ -78,7 +81,18 @@ impl Inner {
                 })
                 .collect::<Vec<_>>();
             let filled = missed.len();
-            let new_floor = self.subscriber.deliver_missed(room, missed);
+            // In slices, letting the writers run between them: a whole
+            // retention's worth (`history.max_messages`) at once could
+            // exceed a healthy client's queue (`limits.outbound_queue`)
+            // before its writer drains any of it, and close it with 4009.
+            // Live frames stay held meanwhile, so the order holds.
+            let mut new_floor = self.subscriber.seq_floor(room);
+            let mut missed = missed.into_iter().peekable();
+            while missed.peek().is_some() {
+                let slice: Vec<_> = missed.by_ref().take(MISSED_PER_SLICE).collect();
+                new_floor = self.subscriber.deliver_missed(room, slice);
+                tokio::task::yield_now().await;
+            }
             if filled > 0 {
                 metrics::counter!(super::telemetry::GAP_FILLED).increment(filled as u64);
                 tracing::info!(%room, from = floor + 1, to = new_floor, "gap filled from history");
