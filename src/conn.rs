@@ -58,6 +58,9 @@ struct Queues {
     /// Deferred frames wait in `frames` and a flush is scheduled
     /// ([`ConnHandle::flush_deferred`]).
     flush_scheduled: bool,
+    /// The reader asked the writer to ping the client
+    /// ([`ConnHandle::request_ping`]).
+    ping_requested: bool,
 }
 
 /// What [`ConnHandle::send_deferred`] did with a frame.
@@ -213,6 +216,19 @@ impl ConnHandle {
         self.frames_ready.notified().await
     }
 
+    /// Asks the writer to send a ping (the reader keeps the connection's
+    /// one timer, so that the writer needs none).
+    pub fn request_ping(&self) {
+        let mut queues = self.queues();
+        queues.ping_requested = true;
+        if queues.writer_woken {
+            return;
+        }
+        queues.writer_woken = true;
+        drop(queues);
+        self.frames_ready.notify_one();
+    }
+
     /// Takes every queued frame, oldest first.
     pub fn take_frames(&self) -> VecDeque<Frame> {
         let mut queues = self.queues();
@@ -225,13 +241,15 @@ impl ConnHandle {
     /// first, and leaves `out`'s former buffer as the queue: the writer and
     /// the queue swap two buffers, so a busy connection allocates nothing
     /// per frame. The caller bounds what `out` keeps while idle (see
-    /// `websocket.retained_batch_frames`).
-    pub fn take_frames_into(&self, out: &mut VecDeque<Frame>) {
+    /// `websocket.retained_batch_frames`). Returns whether a ping was
+    /// requested since the last take.
+    pub fn take_frames_into(&self, out: &mut VecDeque<Frame>) -> bool {
         debug_assert!(out.is_empty());
         let mut queues = self.queues();
         queues.frame_bytes = 0;
         queues.writer_woken = false;
         std::mem::swap(&mut queues.frames, out);
+        std::mem::take(&mut queues.ping_requested)
     }
 
     /// Wakes the writer so that it looks at [`closing`](Self::closing) and
@@ -420,6 +438,29 @@ mod tests {
         assert_eq!(conn.send_deferred(frame("b")), Deferred::Queued);
         wait().await.expect("2 of 16 wait: woken at once");
         assert_eq!(conn.take_frames().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_ping_request_wakes_the_writer_once() {
+        let conn = ConnHandle::new(1, 8, 8);
+        let mut batch = VecDeque::new();
+        let wait =
+            || tokio::time::timeout(std::time::Duration::from_millis(50), conn.frames_ready());
+        conn.request_ping();
+        wait().await.expect("a ping request wakes the writer");
+        assert!(
+            conn.take_frames_into(&mut batch),
+            "the writer sees the request"
+        );
+        assert!(batch.is_empty());
+        assert!(!conn.take_frames_into(&mut batch), "once");
+        // With frames already due, the request rides along.
+        assert!(conn.send(frame("a")));
+        conn.request_ping();
+        wait().await.expect("woken for the frame");
+        assert!(conn.take_frames_into(&mut batch));
+        assert_eq!(batch, [frame("a")]);
+        assert!(wait().await.is_err(), "one wake-up for both");
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::task::JoinHandle;
-use tokio::time::{interval_at, sleep, Instant, MissedTickBehavior};
+use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -54,7 +54,6 @@ where
         chat.shutdown.clone(),
         chat.config.websocket.write_batch,
         chat.config.websocket.retained_batch_frames,
-        Duration::from_secs(limits.ping_interval_secs),
     ));
 
     let mut session = Session::new(chat.clone(), conn.clone());
@@ -205,15 +204,28 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let limits = &chat.config.limits;
-    let login_deadline = sleep(chat.config.login_timeout());
-    tokio::pin!(login_deadline);
-    // The liveness timer fires at most once per `ping_timeout` while the
-    // peer talks: when it fires early it is pushed to `last_seen + timeout`
-    // instead of being reset on every frame.
+    // One timer for the connection's three deadlines: the login timeout,
+    // liveness (`ping_timeout` after the client was last heard from) and
+    // the next ping, which the writer sends when asked. A tokio `Sleep` is
+    // 112 bytes of every idle connection's task; one serves all three. It
+    // fires at most once per deadline while the peer talks: liveness is
+    // checked when it fires, not reset on every frame.
+    let started = Instant::now();
+    let login_deadline = started + chat.config.login_timeout();
     let ping_timeout = Duration::from_secs(limits.ping_timeout_secs);
-    let mut last_seen = Instant::now();
-    let liveness = sleep(ping_timeout);
-    tokio::pin!(liveness);
+    let ping_interval = Duration::from_secs(limits.ping_interval_secs);
+    let mut last_seen = started;
+    let mut next_ping = started + ping_interval;
+    let next_deadline = |logged_in: bool, last_seen: Instant, next_ping: Instant| {
+        let due = (last_seen + ping_timeout).min(next_ping);
+        if logged_in {
+            due
+        } else {
+            due.min(login_deadline)
+        }
+    };
+    let timer = sleep_until(next_deadline(false, last_seen, next_ping));
+    tokio::pin!(timer);
     let node_stopping = chat.shutdown.token().clone();
 
     let open = |flow| ReadEnd {
@@ -225,9 +237,6 @@ where
             biased;
             _ = conn.closing().cancelled() => return open(Flow::Continue),
             _ = node_stopping.cancelled() => return open(Flow::Continue),
-            _ = &mut login_deadline, if !session.is_logged_in() => {
-                return open(Flow::Close(close::LOGIN_TIMEOUT, "login timeout"));
-            }
             // The session's handlers are boxed while they run: their state
             // machines are large, and an idle connection should not carry
             // them (one allocation per incoming payload instead).
@@ -270,12 +279,21 @@ where
                     }
                 }
             }
-            _ = &mut liveness => {
-                let deadline = last_seen + ping_timeout;
-                if Instant::now() >= deadline {
+            _ = &mut timer => {
+                let now = Instant::now();
+                if !session.is_logged_in() && now >= login_deadline {
+                    return open(Flow::Close(close::LOGIN_TIMEOUT, "login timeout"));
+                }
+                if now >= last_seen + ping_timeout {
                     return open(Flow::Close(close::PING_TIMEOUT, "ping timeout"));
                 }
-                liveness.as_mut().reset(deadline);
+                if now >= next_ping {
+                    conn.request_ping();
+                    next_ping = now + ping_interval;
+                }
+                timer
+                    .as_mut()
+                    .reset(next_deadline(session.is_logged_in(), last_seen, next_ping));
                 Flow::Continue
             }
         };
@@ -285,8 +303,8 @@ where
     }
 }
 
-/// Drains the queue into the socket, batching writes, and pings on an
-/// interval. On close it sends what the session queued last (e.g. the NOTICE
+/// Drains the queue into the socket, batching writes, and pings when the
+/// reader asks ([`ConnHandle::request_ping`]). On close it sends what the session queued last (e.g. the NOTICE
 /// that explains a close), the SHUTDOWN frame when the node is stopping,
 /// and the close frame. A frame it cannot send closes the connection with
 /// 1011 (the reader sees the close and stops) unless the socket itself is
@@ -298,13 +316,10 @@ async fn write_loop<S>(
     shutdown: Arc<Shutdown>,
     batch_size: usize,
     retained_batch_frames: usize,
-    ping_interval: Duration,
 ) -> Option<SplitSink<WebSocketStream<S>, Message>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // The writer and the queue swap this buffer (see
     // `ConnHandle::take_frames_into`): no allocation per batch.
     let mut batch = VecDeque::new();
@@ -316,17 +331,18 @@ where
         if conn.closing().is_cancelled() || shutdown.is_triggered() {
             break;
         }
-        let sent = tokio::select! {
-            biased;
-            _ = conn.frames_ready() => {
-                if conn.closing().is_cancelled() || shutdown.is_triggered() {
-                    break;
-                }
-                conn.take_frames_into(&mut batch);
-                write_batch(&mut sink, &outbox, &mut batch, batch_size).await
+        conn.frames_ready().await;
+        if conn.closing().is_cancelled() || shutdown.is_triggered() {
+            break;
+        }
+        let ping = conn.take_frames_into(&mut batch);
+        let sent = async {
+            if ping {
+                sink.send(Message::Ping(Bytes::new())).await?;
             }
-            _ = ping.tick() => sink.send(Message::Ping(Bytes::new())).await,
-        };
+            write_batch(&mut sink, &outbox, &mut batch, batch_size).await
+        }
+        .await;
         if batch.capacity() > retained_batch_frames {
             // A burst grew it: give the memory back (an idle connection
             // keeps at most `websocket.retained_batch_frames` slots in each
