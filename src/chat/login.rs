@@ -68,7 +68,7 @@ impl Session {
         // message of the room falls between the two (see the registry).
         let registry = self.chat.registry.clone();
         registry.acquire_room(&*backplane, &room).await?;
-        let owner_id = ownership::owner_id(config.auth.mode, &key, &self.connection_id);
+        let owner_id = ownership::owner_id(config.auth.mode, &key, self.connection_id);
         // Name claim and join in one step (one round trip on Redis).
         let outcome = backplane
             .login(JoinRequest {
@@ -102,7 +102,6 @@ impl Session {
             name: name.to_string(),
             room: room.clone(),
             admin,
-            owner_id,
         });
         // CACHE_UPDATE is queued before the connection joins the room
         // locally, so it is the first frame the client sees after login. A

@@ -12,17 +12,18 @@
 
 use crate::config::AuthMode;
 
-/// A fresh id for one connection, unique across the cluster.
-pub(crate) fn connection_id() -> String {
-    format!("conn:{}", ulid::Ulid::new())
+/// A fresh id for one connection, unique across the cluster. Kept as the
+/// 16-byte ulid, not as text: every open connection holds one.
+pub(crate) fn connection_id() -> ulid::Ulid {
+    ulid::Ulid::new()
 }
 
 /// The owner id of rooms created by a user logged in as `user_key` on the
 /// connection whose id is `connection`.
-pub(crate) fn owner_id(mode: AuthMode, user_key: &str, connection: &str) -> String {
+pub(crate) fn owner_id(mode: AuthMode, user_key: &str, connection: ulid::Ulid) -> String {
     match mode {
         AuthMode::Token => format!("tok:{user_key}"),
-        AuthMode::Open => format!("{connection}:{user_key}"),
+        AuthMode::Open => format!("conn:{connection}:{user_key}"),
     }
 }
 
@@ -43,17 +44,17 @@ mod tests {
     fn token_owners_are_the_subject_and_open_owners_the_connection() {
         let (a, b) = (connection_id(), connection_id());
         assert_ne!(a, b);
-        assert_eq!(owner_id(AuthMode::Token, "ann", &a), "tok:ann");
+        assert_eq!(owner_id(AuthMode::Token, "ann", a), "tok:ann");
         assert_eq!(
-            owner_id(AuthMode::Token, "ann", &a),
-            owner_id(AuthMode::Token, "ann", &b)
+            owner_id(AuthMode::Token, "ann", a),
+            owner_id(AuthMode::Token, "ann", b)
         );
-        assert_eq!(owner_id(AuthMode::Open, "ann", &a), format!("{a}:ann"));
-        assert_eq!(owner_name(&owner_id(AuthMode::Open, "ann", &a)), "ann");
-        assert_eq!(owner_name(&owner_id(AuthMode::Token, "ann", &a)), "ann");
+        assert_eq!(owner_id(AuthMode::Open, "ann", a), format!("conn:{a}:ann"));
+        assert_eq!(owner_name(&owner_id(AuthMode::Open, "ann", a)), "ann");
+        assert_eq!(owner_name(&owner_id(AuthMode::Token, "ann", a)), "ann");
         assert_ne!(
-            owner_id(AuthMode::Open, "ann", &a),
-            owner_id(AuthMode::Open, "ann", &b)
+            owner_id(AuthMode::Open, "ann", a),
+            owner_id(AuthMode::Open, "ann", b)
         );
     }
 }

@@ -120,6 +120,7 @@ impl Session {
     ) -> Result<JoinOutcome, BackplaneError> {
         let chat = self.chat.clone();
         let user = self.user();
+        let owner_id = self.owner_id();
         chat.registry.acquire_room(&*chat.backplane, room).await?;
         let outcome = chat
             .backplane
@@ -129,7 +130,7 @@ impl Session {
                 room,
                 password_hash: password.map(|p| password_hash(room, p)).as_deref(),
                 create,
-                owner: &user.owner_id,
+                owner: &owner_id,
                 previous_room: Some(&user.room),
                 max_rooms: chat.config.limits.max_rooms,
                 max_owned_rooms: chat.config.limits.owned_rooms_limit(user.admin),

@@ -39,9 +39,6 @@ pub(super) struct User {
     pub(super) name: String,
     pub(super) room: String,
     pub(super) admin: bool,
-    /// Stored as the owner of the rooms this user creates, and compared with
-    /// a room's owner for owner-only commands (see [`ownership`]).
-    pub(super) owner_id: String,
 }
 
 pub(crate) struct Session {
@@ -49,7 +46,7 @@ pub(crate) struct Session {
     pub(super) conn: Arc<ConnHandle>,
     pub(super) user: Option<User>,
     /// This connection's id as a room owner in open mode.
-    pub(super) connection_id: String,
+    pub(super) connection_id: ulid::Ulid,
     pub(super) login_failures: u32,
     pub(super) wrong_keys: u32,
     bad_payloads: WindowCounter,
@@ -76,6 +73,17 @@ impl Session {
             login_failures: 0,
             wrong_keys: 0,
         }
+    }
+
+    /// Stored as the owner of the rooms this user creates, and compared with
+    /// a room's owner for owner-only commands (see [`ownership`]). Made when
+    /// needed rather than kept: every idle session would carry it.
+    pub(super) fn owner_id(&self) -> String {
+        ownership::owner_id(
+            self.chat.config.auth.mode,
+            &self.user().key,
+            self.connection_id,
+        )
     }
 
     pub(crate) fn is_logged_in(&self) -> bool {
@@ -259,7 +267,7 @@ impl Session {
             .await?
             .ok_or_else(|| Refusal::no_such_room(room))?;
         let user = self.user();
-        if user.admin || info.owner.as_deref() == Some(user.owner_id.as_str()) {
+        if user.admin || info.owner.as_deref() == Some(self.owner_id().as_str()) {
             Ok(info)
         } else {
             Err(Refusal::forbidden(format!(
