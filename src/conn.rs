@@ -168,10 +168,19 @@ impl ConnHandle {
             queues.flush_scheduled = true;
             return Deferred::NeedsFlush;
         }
+        self.wake_writer_once(queues);
+        Deferred::Queued
+    }
+
+    /// Wakes the writer for what `queues` holds unless it is already due:
+    /// one wake-up per batch, whoever asks (a frame, a flush, a ping).
+    fn wake_writer_once(&self, mut queues: MutexGuard<'_, Queues>) {
+        if queues.writer_woken {
+            return;
+        }
         queues.writer_woken = true;
         drop(queues);
         self.frames_ready.notify_one();
-        Deferred::Queued
     }
 
     /// Frames that may wait for a flush (see `push`).
@@ -184,12 +193,9 @@ impl ConnHandle {
     pub fn flush_deferred(&self) {
         let mut queues = self.queues();
         queues.flush_scheduled = false;
-        if queues.writer_woken || queues.frames.is_empty() {
-            return;
+        if !queues.frames.is_empty() {
+            self.wake_writer_once(queues);
         }
-        queues.writer_woken = true;
-        drop(queues);
-        self.frames_ready.notify_one();
     }
 
     /// Queues control work for the session; overflow is a slow consumer too.
@@ -221,12 +227,7 @@ impl ConnHandle {
     pub fn request_ping(&self) {
         let mut queues = self.queues();
         queues.ping_requested = true;
-        if queues.writer_woken {
-            return;
-        }
-        queues.writer_woken = true;
-        drop(queues);
-        self.frames_ready.notify_one();
+        self.wake_writer_once(queues);
     }
 
     /// Takes every queued frame, oldest first.
@@ -306,6 +307,13 @@ mod tests {
         Frame::from(text.to_string())
     }
 
+    /// Whether the writer is woken within 50 ms.
+    async fn woken(conn: &ConnHandle) -> bool {
+        tokio::time::timeout(std::time::Duration::from_millis(50), conn.frames_ready())
+            .await
+            .is_ok()
+    }
+
     #[test]
     fn overflow_closes_with_4009_and_keeps_what_was_queued() {
         let conn = ConnHandle::new(1, 2, 1);
@@ -357,24 +365,20 @@ mod tests {
         let mut batch = VecDeque::new();
         conn.send(frame("a"));
         conn.send(frame("b"));
-        let wait =
-            || tokio::time::timeout(std::time::Duration::from_millis(50), conn.frames_ready());
-        wait().await.expect("the first push woke the writer");
+        assert!(woken(&conn).await, "the first push woke the writer");
         conn.take_frames_into(&mut batch);
         assert_eq!(batch, [frame("a"), frame("b")]);
-        assert!(
-            wait().await.is_err(),
-            "the second push did not wake it again"
-        );
+        assert!(!woken(&conn).await, "the second push did not wake it again");
         // After a take the next push wakes it again, and the queue reuses the
         // writer's empty buffer.
         batch.clear();
         let capacity = batch.capacity();
         conn.take_frames_into(&mut batch);
         conn.send(frame("c"));
-        wait()
-            .await
-            .expect("a push into an emptied queue wakes the writer");
+        assert!(
+            woken(&conn).await,
+            "a push into an emptied queue wakes the writer"
+        );
         assert!(capacity >= 2);
         assert_eq!(
             conn.queues().frames.capacity(),
@@ -385,15 +389,13 @@ mod tests {
         assert_eq!(batch, [frame("c")]);
         // Closing wakes it too.
         conn.close(1000, "");
-        wait().await.expect("close wakes the writer");
+        assert!(woken(&conn).await, "close wakes the writer");
     }
 
     #[tokio::test]
     async fn deferred_frames_wait_for_a_flush_or_the_next_frame() {
         let conn = ConnHandle::new(1, 64, 8);
         let mut batch = VecDeque::new();
-        let wait =
-            || tokio::time::timeout(std::time::Duration::from_millis(50), conn.frames_ready());
         assert_eq!(conn.send_deferred(frame("j1")), Deferred::NeedsFlush);
         assert_eq!(
             conn.send_deferred(frame("j2")),
@@ -401,11 +403,11 @@ mod tests {
             "scheduled once per flush"
         );
         assert!(
-            wait().await.is_err(),
+            !woken(&conn).await,
             "deferred frames do not wake the writer"
         );
         conn.flush_deferred();
-        wait().await.expect("the flush woke the writer");
+        assert!(woken(&conn).await, "the flush woke the writer");
         conn.take_frames_into(&mut batch);
         assert_eq!(batch, [frame("j1"), frame("j2")]);
         batch.clear();
@@ -413,30 +415,28 @@ mod tests {
         // A frame that is not deferred takes the waiting ones along, in order.
         assert_eq!(conn.send_deferred(frame("j3")), Deferred::NeedsFlush);
         assert!(conn.send(frame("m1")));
-        wait().await.expect("a plain frame wakes the writer");
+        assert!(woken(&conn).await, "a plain frame wakes the writer");
         conn.take_frames_into(&mut batch);
         assert_eq!(batch, [frame("j3"), frame("m1")]);
         batch.clear();
         // The flush scheduled for j3 finds nothing left: no wake-up.
         conn.flush_deferred();
-        assert!(wait().await.is_err(), "nothing waited: no wake-up");
+        assert!(!woken(&conn).await, "nothing waited: no wake-up");
 
         // While the writer is due anyway, a deferred frame needs no flush.
         assert!(conn.send(frame("m2")));
         assert_eq!(conn.send_deferred(frame("j4")), Deferred::Queued);
-        wait().await.expect("woken for m2");
+        assert!(woken(&conn).await, "woken for m2");
         conn.take_frames_into(&mut batch);
         assert_eq!(batch, [frame("m2"), frame("j4")]);
 
         // Once an eighth of the queue's bound waits, a deferred frame wakes
         // the writer at once: deferral never fills the queue.
         let conn = ConnHandle::new(1, 16, 1);
-        let wait =
-            || tokio::time::timeout(std::time::Duration::from_millis(50), conn.frames_ready());
         assert_eq!(conn.send_deferred(frame("a")), Deferred::NeedsFlush);
-        assert!(wait().await.is_err(), "1 of 16 waits: no wake-up yet");
+        assert!(!woken(&conn).await, "1 of 16 waits: no wake-up yet");
         assert_eq!(conn.send_deferred(frame("b")), Deferred::Queued);
-        wait().await.expect("2 of 16 wait: woken at once");
+        assert!(woken(&conn).await, "2 of 16 wait: woken at once");
         assert_eq!(conn.take_frames().len(), 2);
     }
 
@@ -444,10 +444,8 @@ mod tests {
     async fn a_ping_request_wakes_the_writer_once() {
         let conn = ConnHandle::new(1, 8, 8);
         let mut batch = VecDeque::new();
-        let wait =
-            || tokio::time::timeout(std::time::Duration::from_millis(50), conn.frames_ready());
         conn.request_ping();
-        wait().await.expect("a ping request wakes the writer");
+        assert!(woken(&conn).await, "a ping request wakes the writer");
         assert!(
             conn.take_frames_into(&mut batch),
             "the writer sees the request"
@@ -457,10 +455,10 @@ mod tests {
         // With frames already due, the request rides along.
         assert!(conn.send(frame("a")));
         conn.request_ping();
-        wait().await.expect("woken for the frame");
+        assert!(woken(&conn).await, "woken for the frame");
         assert!(conn.take_frames_into(&mut batch));
         assert_eq!(batch, [frame("a")]);
-        assert!(wait().await.is_err(), "one wake-up for both");
+        assert!(!woken(&conn).await, "one wake-up for both");
     }
 
     #[tokio::test]

@@ -153,9 +153,8 @@ pub fn run(a: SummaryArgs) -> Result<()> {
             _ => {}
         }
     }
-    let mut md = String::from(
-        "| run | measure | target | measured | met |\n|---|---|---|---|---|\n",
-    );
+    let mut md =
+        String::from("| run | measure | target | measured | met |\n|---|---|---|---|---|\n");
     for r in rows {
         md.push_str(&r);
         md.push('\n');

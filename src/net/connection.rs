@@ -304,11 +304,11 @@ where
 }
 
 /// Drains the queue into the socket, batching writes, and pings when the
-/// reader asks ([`ConnHandle::request_ping`]). On close it sends what the session queued last (e.g. the NOTICE
-/// that explains a close), the SHUTDOWN frame when the node is stopping,
-/// and the close frame. A frame it cannot send closes the connection with
-/// 1011 (the reader sees the close and stops) unless the socket itself is
-/// gone. Returns the sink for the lingering close, unless the socket failed.
+/// reader asks ([`ConnHandle::request_ping`]). On close it sends what the
+/// session queued last (e.g. the NOTICE that explains a close), the SHUTDOWN
+/// frame when the node is stopping, and the close frame. A frame it cannot
+/// send closes the connection with 1011 (the reader sees the close and
+/// stops) unless the socket itself is gone. Returns the sink for the lingering close, unless the socket failed.
 async fn write_loop<S>(
     mut sink: SplitSink<WebSocketStream<S>, Message>,
     outbox: Arc<Outbox>,
