@@ -4,6 +4,9 @@
 # Starts its own redis-server and two release-build nodes on free ports, and
 # runs, each on freshly started nodes and an emptied Redis:
 #   1. fanout at 114k deliveries/s (1000 connections, 10 rooms, 50 senders): p99
+#   1b. floor: references for 1 in the same sitting: CPU of one bare socket
+#      write per delivery (no server), and the 114k load on a minimal
+#      tokio-tungstenite stand-in and on one SwiftChat node without Redis
 #   2. fanout --search: the highest rate with p99 <= 50 ms and zero loss
 #   3. idle: 19,000 logged-in connections on node 1, RSS per connection
 #   4. idle-rooms: 10,000 connections logged into 100 rooms of 100 members
@@ -17,7 +20,7 @@
 # Everything it starts is stopped on exit. Defaults finish in about 3 minutes
 # (plus the release build).
 #
-# Knobs (environment): ONLY="fanout search idle idle-rooms connect connect-rooms", FANOUT_SECS=10,
+# Knobs (environment): ONLY="fanout floor search idle idle-rooms connect connect-rooms", FANOUT_SECS=10,
 # FANOUT_REPEAT=3 (runs at 114k; the summary takes the least disturbed one),
 # SEARCH_SECS=5, SEARCH_STEPS=8, SEARCH_START=2000 (msg/s; x100 members =
 # deliveries/s), IDLE_CONNS=19000, IDLE_ROOMS_CONNS=10000, IDLE_ROOMS=100,
@@ -30,7 +33,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ONLY=${ONLY:-"fanout search idle idle-rooms connect connect-rooms"}
+ONLY=${ONLY:-"fanout floor search idle idle-rooms connect connect-rooms"}
 FANOUT_SECS=${FANOUT_SECS:-10}
 FANOUT_REPEAT=${FANOUT_REPEAT:-3}
 SEARCH_SECS=${SEARCH_SECS:-5}
@@ -90,6 +93,28 @@ if [[ " $ONLY " == *" fanout "* ]]; then
     bench "$BENCH" fanout --urls "$URL1,$URL2" --connections 1000 --rooms 10 --senders 50 \
         --deliveries 114000 --duration "$FANOUT_SECS" --repeat "$FANOUT_REPEAT" --quiet-wait "$QUIET_WAIT" \
         --pids "$(pids)" --redis-pid "$REDIS_PID" --label "fanout-114k"
+    stop_nodes
+fi
+
+if [[ " $ONLY " == *" floor "* ]]; then
+    # References for the fanout-114k row, same load, same sitting: what one
+    # bare socket write per delivery costs on this machine (a node writes
+    # ~57,000/s to 500 sockets there), and the whole 114k load on a minimal
+    # tokio-tungstenite stand-in (`mock`, no rules, no Redis) and on one
+    # SwiftChat node without Redis.
+    bench "$BENCH" write-floor --connections 500 --rate 57000 --secs "$FANOUT_SECS"
+    "${PRIO[@]}" "$BENCH" mock --bind "127.0.0.1:${NODE_PORTS[1]}" >>"$WORK/mock.log" 2>&1 &
+    MOCK_PID=$!
+    sleep 0.5
+    bench "$BENCH" fanout --urls "ws://127.0.0.1:${NODE_PORTS[1]}/ws" --connections 1000 --rooms 10 --senders 50 \
+        --deliveries 114000 --duration "$FANOUT_SECS" --repeat "$FANOUT_REPEAT" --quiet-wait "$QUIET_WAIT" \
+        --pids "mock=$MOCK_PID" --label "fanout-114k-mock-reference"
+    kill "$MOCK_PID"
+    wait "$MOCK_PID" 2>/dev/null || true
+    start_standalone_node
+    bench "$BENCH" fanout --urls "$URL1" --connections 1000 --rooms 10 --senders 50 \
+        --deliveries 114000 --duration "$FANOUT_SECS" --repeat "$FANOUT_REPEAT" --quiet-wait "$QUIET_WAIT" \
+        --pids "standalone=${NODE_PIDS[0]}" --label "fanout-114k-standalone-reference"
     stop_nodes
 fi
 
@@ -153,6 +178,9 @@ mkdir -p "$(dirname "$OUT")"
     echo "# SwiftChat benchmark results"
     echo
     echo "- when: $(date -u '+%Y-%m-%d %H:%M UTC'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
+    if [[ "$SERVER" != target/release/swiftchat ]]; then
+        echo "- server: \`SERVER=$SERVER\` (not this checkout's build)"
+    fi
     echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); load average before ${LOAD_BEFORE}, after ${LOAD_AFTER}"
     echo "- command: \`$(env | grep -E '^(ONLY|FANOUT_SECS|FANOUT_REPEAT|SEARCH_SECS|SEARCH_STEPS|SEARCH_START|IDLE_CONNS|IDLE_ROOMS_CONNS|IDLE_ROOMS|IDLE_ROOM_MESSAGES|IDLE_HOLD|CONNECT_COUNT|CONNECT_CONCURRENCY|CONNECT_ROOMS|CONNECT_ROOMS_PREFILL|CONNECT_ROOMS_COUNT|QUIET_WAIT|PRIORITY)=' | tr '\n' ' ')bench/run.sh\`"
     echo "- cluster: 2 nodes (\`swiftchat serve\`, release build, default config except SWIFTCHAT_LIMITS__MESSAGES_PER_SECOND/MESSAGE_BURST=1000000) + 1 redis-server $(redis-server --version | grep -o 'v=[0-9.]*'), generator on the same 2 cores"

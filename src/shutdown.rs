@@ -47,11 +47,33 @@ impl Shutdown {
         &self.token
     }
 
+    /// One atomic load (`trigger` sets the notice before it cancels the
+    /// token): every writer asks this per batch, and the token's
+    /// `is_cancelled` would take a mutex shared by the whole node.
     pub fn is_triggered(&self) -> bool {
-        self.token.is_cancelled()
+        self.notice.get().is_some()
     }
 
     pub fn notice(&self) -> Option<&ShutdownNotice> {
         self.notice.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triggered_once_trigger_ran_and_the_first_notice_wins() {
+        let shutdown = Shutdown::new();
+        assert!(!shutdown.is_triggered());
+        assert!(!shutdown.token().is_cancelled());
+        shutdown.trigger(Some("maintenance".into()), true);
+        assert!(shutdown.is_triggered());
+        assert!(shutdown.token().is_cancelled());
+        shutdown.trigger(None, false);
+        let notice = shutdown.notice().expect("notice set");
+        assert_eq!(notice.reason.as_deref(), Some("maintenance"));
+        assert!(notice.reconnect);
     }
 }

@@ -33,6 +33,14 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// Wraps a connected socket with the generator's ACK behaviour.
+    pub fn new(inner: TcpStream) -> Self {
+        Stream {
+            inner,
+            delayed_ack: DELAYED_ACK.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     fn set_quickack_off(&self) {
         let zero: libc::c_int = 0;
         // SAFETY: plain setsockopt on a socket we own, with a valid int.
@@ -189,10 +197,7 @@ pub async fn open(target: &Target, src: Option<Ipv4Addr>, read_buffer: usize) ->
         .await
         .with_context(|| format!("connect {}", target.addr))?;
     stream.set_nodelay(true)?;
-    let stream = Stream {
-        inner: stream,
-        delayed_ack: DELAYED_ACK.load(std::sync::atomic::Ordering::Relaxed),
-    };
+    let stream = Stream::new(stream);
     let (ws, _resp) = tokio_tungstenite::client_async_with_config(
         target.url.as_str(),
         stream,

@@ -4,6 +4,7 @@
 mod conn;
 mod connect;
 mod fanout;
+mod floor;
 mod idle;
 mod mock;
 mod procfs;
@@ -51,11 +52,21 @@ enum Cmd {
     Soak(soak::SoakArgs),
     /// A minimal stand-in server to check the generator itself (not SwiftChat).
     Mock(mock::MockArgs),
+    /// CPU of one bare socket write per delivery on this machine (no server).
+    WriteFloor(floor::FloorArgs),
+    /// (internal) the reading side of `write-floor`.
+    #[command(hide = true)]
+    WriteFloorReader(floor::FloorReaderArgs),
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     conn::DELAYED_ACK.store(!cli.quickack, std::sync::atomic::Ordering::Relaxed);
+    // The writer is one plain thread; a runtime's idle workers would only
+    // blur its CPU figure.
+    if let Cmd::WriteFloor(a) = cli.cmd {
+        return floor::run(a);
+    }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
     if let Some(n) = cli.threads {
@@ -71,6 +82,8 @@ fn main() -> Result<()> {
             Cmd::Mock(a) => mock::run(a).await,
             Cmd::Soak(a) => soak::run(a).await,
             Cmd::Summary(a) => summary::run(a),
+            Cmd::WriteFloorReader(a) => floor::reader(a).await,
+            Cmd::WriteFloor(_) => unreachable!("handled before the runtime starts"),
         }
     })
 }

@@ -63,6 +63,27 @@ pub fn run(a: SummaryArgs) -> Result<()> {
                     f(&v, "window_s"),
                 ));
             }
+            Some("fanout") if label.ends_with("-reference") => {
+                // Same load, one node, for comparison (bench/run.sh `floor`):
+                // no target applies.
+                rows.push(format!(
+                    "| {label} | reference: p99 and CPU per delivery at {} deliveries/s on one process | - | p99 {}, lost {}, {:.2} µs per delivery | - |",
+                    fmt_n(f(&v, "deliveries_per_s")),
+                    fmt_us(f(&v, "p99_us") as u64),
+                    f(&v, "lost"),
+                    f(&v, "node_us_per_delivery"),
+                ));
+            }
+            Some("write-floor") => {
+                rows.push(format!(
+                    "| write-floor | reference: CPU of one bare {} B write per delivery, {} connections, {} writes/s, one thread, no server | - | {:.2} µs per write (the reader: {:.2} µs) | - |",
+                    f(&v, "bytes"),
+                    f(&v, "connections"),
+                    fmt_n(f(&v, "writes_per_s")),
+                    f(&v, "writer_us_per_write"),
+                    f(&v, "reader_us_per_write"),
+                ));
+            }
             Some("fanout") => {
                 let p99 = f(&v, "p99_us");
                 let lost = f(&v, "lost");

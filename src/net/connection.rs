@@ -328,11 +328,11 @@ where
         // token on every poll, and the node's shutdown token is shared by
         // every connection (one lock for all, per frame). `close` and the
         // reader's end wake this task instead.
-        if conn.closing().is_cancelled() || shutdown.is_triggered() {
+        if conn.is_closing() || shutdown.is_triggered() {
             break;
         }
         conn.frames_ready().await;
-        if conn.closing().is_cancelled() || shutdown.is_triggered() {
+        if conn.is_closing() || shutdown.is_triggered() {
             break;
         }
         let ping = conn.take_frames_into(&mut batch);
