@@ -88,10 +88,13 @@ bench() {
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
+# The fanout-114k load; the floor step runs the same on other servers.
+FANOUT_114K=(--connections 1000 --rooms 10 --senders 50 --deliveries 114000
+    --duration "$FANOUT_SECS" --repeat "$FANOUT_REPEAT" --quiet-wait "$QUIET_WAIT")
+
 if [[ " $ONLY " == *" fanout "* ]]; then
     start_nodes
-    bench "$BENCH" fanout --urls "$URL1,$URL2" --connections 1000 --rooms 10 --senders 50 \
-        --deliveries 114000 --duration "$FANOUT_SECS" --repeat "$FANOUT_REPEAT" --quiet-wait "$QUIET_WAIT" \
+    bench "$BENCH" fanout --urls "$URL1,$URL2" "${FANOUT_114K[@]}" \
         --pids "$(pids)" --redis-pid "$REDIS_PID" --label "fanout-114k"
     stop_nodes
 fi
@@ -106,14 +109,12 @@ if [[ " $ONLY " == *" floor "* ]]; then
     "${PRIO[@]}" "$BENCH" mock --bind "127.0.0.1:${NODE_PORTS[1]}" >>"$WORK/mock.log" 2>&1 &
     MOCK_PID=$!
     sleep 0.5
-    bench "$BENCH" fanout --urls "ws://127.0.0.1:${NODE_PORTS[1]}/ws" --connections 1000 --rooms 10 --senders 50 \
-        --deliveries 114000 --duration "$FANOUT_SECS" --repeat "$FANOUT_REPEAT" --quiet-wait "$QUIET_WAIT" \
+    bench "$BENCH" fanout --urls "ws://127.0.0.1:${NODE_PORTS[1]}/ws" "${FANOUT_114K[@]}" \
         --pids "mock=$MOCK_PID" --label "fanout-114k-mock-reference"
     kill "$MOCK_PID"
     wait "$MOCK_PID" 2>/dev/null || true
     start_standalone_node
-    bench "$BENCH" fanout --urls "$URL1" --connections 1000 --rooms 10 --senders 50 \
-        --deliveries 114000 --duration "$FANOUT_SECS" --repeat "$FANOUT_REPEAT" --quiet-wait "$QUIET_WAIT" \
+    bench "$BENCH" fanout --urls "$URL1" "${FANOUT_114K[@]}" \
         --pids "standalone=${NODE_PIDS[0]}" --label "fanout-114k-standalone-reference"
     stop_nodes
 fi

@@ -13,7 +13,6 @@
 //! logins, and the change of that counter (summed over its labels) per login
 //! is reported: the Redis round trips per login.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,12 +49,8 @@ pub struct ConnectArgs {
     /// A login slower than this counts as failed.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
-    /// Append the markdown result to this file.
-    #[arg(long)]
-    pub report: Option<PathBuf>,
-    /// Append a one-line JSON summary to this file (read by `summary`).
-    #[arg(long)]
-    pub summary: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: crate::stats::Output,
     /// Before starting, wait up to this many seconds for the rest of the
     /// machine to go quiet (below 0.1 core); 0: don't.
     #[arg(long, default_value_t = 0.0)]
@@ -396,7 +391,7 @@ pub async fn run(a: ConnectArgs) -> Result<()> {
         let _ = writeln!(md, "\nFirst error: {e}");
     }
     println!("{md}");
-    stats::append_report(a.report.as_deref(), &md)?;
+    a.out.report(&md)?;
     let j = serde_json::json!({
         "bench": "connect", "label": a.label, "nodes": targets.len(), "count": a.count,
         "ok": ok, "failed": failed, "seconds": secs, "logins_per_s": ok as f64 / secs,
@@ -404,6 +399,6 @@ pub async fn run(a: ConnectArgs) -> Result<()> {
         "node_cpu_us_per_login": node_cpu * 1e6 / ok.max(1) as f64,
         "rooms": a.rooms, "prefill": a.prefill, "redis_round_trips_per_login": round_trips,
     });
-    stats::append_report(a.summary.as_deref(), &format!("{j}\n"))?;
+    a.out.summary(&j)?;
     Ok(())
 }

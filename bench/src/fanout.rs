@@ -15,7 +15,6 @@
 //! not above the highest `seq` this receiver has seen in its room.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -103,12 +102,8 @@ pub struct FanoutArgs {
     /// free part before every read, so bigger costs CPU per read).
     #[arg(long, default_value_t = 4096)]
     pub read_buffer: usize,
-    /// Append the markdown result to this file.
-    #[arg(long)]
-    pub report: Option<PathBuf>,
-    /// Append a one-line JSON summary to this file (read by `summary`).
-    #[arg(long)]
-    pub summary: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: crate::stats::Output,
     /// Before each run, wait up to this many seconds for the rest of the
     /// machine to go quiet (other processes below --quiet-cores); 0: don't.
     #[arg(long, default_value_t = 0.0)]
@@ -758,7 +753,7 @@ pub async fn run(a: FanoutArgs) -> Result<()> {
         redis.as_ref(),
     );
     println!("{md}");
-    stats::append_report(a.report.as_deref(), &md)?;
+    a.out.report(&md)?;
     let pick = if a.search {
         results.iter().rfind(|r| r.pass && Some(r.rate) == best)
     } else {
@@ -798,11 +793,11 @@ pub async fn run(a: FanoutArgs) -> Result<()> {
             "why": r.why,
             "runs": results.len(),
         });
-        stats::append_report(a.summary.as_deref(), &format!("{j}\n"))?;
+        a.out.summary(&j)?;
     } else if a.search {
         let j = serde_json::json!({"bench": "fanout", "label": a.label, "search": true, "pass": false,
             "why": "no rate passed", "p99_bound_ms": a.p99_ms});
-        stats::append_report(a.summary.as_deref(), &format!("{j}\n"))?;
+        a.out.summary(&j)?;
     }
     Ok(())
 }

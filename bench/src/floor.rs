@@ -14,7 +14,6 @@
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -25,8 +24,8 @@ use crate::procfs;
 #[derive(clap::Args, Debug, Clone)]
 pub struct FloorArgs {
     /// Connections (the fan-out benchmark holds 1000 over two nodes).
-    #[arg(long, default_value_t = 500)]
-    pub connections: usize,
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connections: u64,
     /// Writes per second, spread round-robin over the connections (each
     /// node writes ~57,000/s at 114k deliveries/s over two nodes).
     #[arg(long, default_value_t = 57_000)]
@@ -37,12 +36,8 @@ pub struct FloorArgs {
     /// Seconds of writing.
     #[arg(long, default_value_t = 10)]
     pub secs: u64,
-    /// Append the result line to this markdown file.
-    #[arg(long)]
-    pub report: Option<PathBuf>,
-    /// Append a one-line JSON summary to this file (read by `summary`).
-    #[arg(long)]
-    pub summary: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: crate::stats::Output,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -61,7 +56,7 @@ pub fn run(a: FloorArgs) -> Result<()> {
         .args(["--connections", &a.connections.to_string()])
         .spawn()
         .context("start the reader process")?;
-    let mut socks: Vec<TcpStream> = Vec::with_capacity(a.connections);
+    let mut socks: Vec<TcpStream> = Vec::with_capacity(a.connections as usize);
     for _ in 0..a.connections {
         let (s, _) = listener.accept()?;
         s.set_nodelay(true)?;
@@ -115,12 +110,12 @@ pub fn run(a: FloorArgs) -> Result<()> {
         reader_us,
     );
     println!("{line}");
-    crate::stats::append_report(a.report.as_deref(), &format!("{line}\n"))?;
+    a.out.report(&format!("{line}\n"))?;
     let j = serde_json::json!({
         "bench": "write-floor", "connections": a.connections, "writes_per_s": written as f64 / secs,
         "bytes": a.bytes, "writer_us_per_write": writer_us, "reader_us_per_write": reader_us,
     });
-    crate::stats::append_report(a.summary.as_deref(), &format!("{j}\n"))?;
+    a.out.summary(&j)?;
     Ok(())
 }
 

@@ -8,7 +8,6 @@
 //! connection and after all are logged in and settled.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,7 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::conn::{self, SourceIps, Target};
 use crate::procfs::{self, Watched};
 use crate::proto;
-use crate::stats::{self, fmt_n};
+use crate::stats::fmt_n;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct IdleArgs {
@@ -63,12 +62,8 @@ pub struct IdleArgs {
     /// Give up if the logins are not all done after this many seconds.
     #[arg(long, default_value_t = 120.0)]
     pub timeout: f64,
-    /// Append the markdown result to this file.
-    #[arg(long)]
-    pub report: Option<PathBuf>,
-    /// Append a one-line JSON summary to this file (read by `summary`).
-    #[arg(long)]
-    pub summary: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: crate::stats::Output,
     #[arg(long, default_value = "idle")]
     pub label: String,
 }
@@ -410,7 +405,7 @@ pub async fn run(a: IdleArgs) -> Result<()> {
         }
     );
     println!("{md}");
-    stats::append_report(a.report.as_deref(), &md)?;
+    a.out.report(&md)?;
     for (n, w) in watched.iter().enumerate() {
         let conns = (0..a.connections)
             .filter(|i| i % targets.len() == n)
@@ -423,7 +418,7 @@ pub async fn run(a: IdleArgs) -> Result<()> {
             "bytes_per_logged_in": per / logged_in_share.max(1e-9), "rooms": a.rooms, "messages": a.messages,
             "frames_received": frames_received,
         });
-        stats::append_report(a.summary.as_deref(), &format!("{j}\n"))?;
+        a.out.summary(&j)?;
     }
     if failed > 0 {
         bail!("{failed} idle logins failed");

@@ -67,6 +67,30 @@ pub fn fmt_n(n: f64) -> String {
     }
 }
 
+/// Where a benchmark appends its results: `--report` (markdown) and
+/// `--summary` (one JSON line per result, read by `summary`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Output {
+    /// Append the markdown result to this file.
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
+    /// Append a one-line JSON summary to this file (read by `summary`).
+    #[arg(long)]
+    pub summary: Option<std::path::PathBuf>,
+}
+
+impl Output {
+    /// Appends markdown to `--report`, if given.
+    pub fn report(&self, md: &str) -> anyhow::Result<()> {
+        append_report(self.report.as_deref(), md)
+    }
+
+    /// Appends `j` as one line to `--summary`, if given.
+    pub fn summary(&self, j: &serde_json::Value) -> anyhow::Result<()> {
+        append_report(self.summary.as_deref(), &format!("{j}\n"))
+    }
+}
+
 /// Appends `text` to `path` (creating parent folders), if a path is given.
 pub fn append_report(path: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
     if let Some(p) = path {
