@@ -17,7 +17,7 @@
 #      2,000 logins (IDENTIFY straight into those rooms, 64 in flight):
 #      logins/s and Redis round trips per login (from the nodes' /metrics)
 # then prints the tables and writes them to bench/results/latest.md.
-# Everything it starts is stopped on exit. Defaults finish in about 3 minutes
+# Everything it starts is stopped on exit. Defaults finish in about 10 minutes
 # (plus the release build).
 #
 # Knobs (environment): ONLY="fanout floor search idle idle-rooms connect connect-rooms", FANOUT_SECS=10,
